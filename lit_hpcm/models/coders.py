@@ -1,0 +1,118 @@
+"""Step coders: what the scheduled context loop does with each step's cells.
+
+- `LatentQuantizer` (forward): rounds (STE in training) and accumulates the values and scales the
+  likelihood of y is computed from.
+- `LatentEncoder` (compress): rounds, and records symbols and CDF indexes in bitstream order.
+- `LatentDecoder` (decompress): reads the symbols back from the rANS stream.
+
+All three return the same y_hat arithmetic, (q + means) · mask, so a decoder rebuilds exactly the
+tensors the encoder saw and the context predictions stay bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+
+from .entropy import GeneralizedGaussianConditional
+from .masks import LatentLayout
+from .schedule import Step
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return (torch.round(x) - x).detach() + x
+
+
+def _step_cells(layout: LatentLayout, step: Step, x: torch.Tensor) -> torch.Tensor:
+    """The step's cells of x [B, M, h, w], in bitstream order: [B, n]."""
+    return x.flatten(1)[:, layout.cells[step.scale][step.part]]
+
+
+class LatentQuantizer:
+    """Forward-pass coder. y: [B, M, H, W] the latent to quantize."""
+
+    def __init__(self, y: torch.Tensor, layout: LatentLayout, training: bool):
+        self.layout = layout
+        self.training = training
+        self.grids = {scale: layout.grid_of(scale, y) for scale in layout.sizes}
+        self.values = None
+        self.scales = None
+
+    def code(self, step, scales, means, mask):
+        values = (self.grids[step.scale] - means) * mask
+        q = ste_round(values) if self.training else torch.round(values)
+        step_scales = scales * mask
+        self.values = values if self.values is None else self.values + values
+        self.scales = step_scales if self.scales is None else self.scales + step_scales
+        return (q + means) * mask
+
+    def next_scale(self, upsample: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.values = upsample(self.values)
+        self.scales = upsample(self.scales)
+
+    def likelihood_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centred values, scales), both [B, M, H, W]: noisy values in training, rounded in eval."""
+        if self.training:
+            noise = torch.empty_like(self.values).uniform_(-0.5, 0.5)
+            return self.values + noise, self.scales
+        return torch.round(self.values), self.scales
+
+
+class LatentEncoder:
+    """Compress-side coder: collects each step's symbols and CDF indexes for one rANS stream per image."""
+
+    def __init__(self, y: torch.Tensor, layout: LatentLayout, entropy: GeneralizedGaussianConditional):
+        self.layout = layout
+        self.entropy = entropy
+        self.grids = {scale: layout.grid_of(scale, y) for scale in layout.sizes}
+        self.symbols: list[torch.Tensor] = []
+        self.indexes: list[torch.Tensor] = []
+
+    def code(self, step, scales, means, mask):
+        q = torch.round((self.grids[step.scale] - means) * mask)
+        self.symbols.append(_step_cells(self.layout, step, q).int())
+        self.indexes.append(self.entropy.build_indexes(_step_cells(self.layout, step, scales)))
+        return (q + means) * mask
+
+    def next_scale(self, upsample) -> None:
+        pass
+
+    def strings(self) -> list[bytes]:
+        """One rANS byte string per image, holding every step's symbols in schedule order."""
+        cdfs, lengths, offsets = self.entropy.table()
+        symbols = torch.cat(self.symbols, dim=1).cpu()
+        indexes = torch.cat(self.indexes, dim=1).cpu()
+        out = []
+        for image_symbols, image_indexes in zip(symbols, indexes):
+            encoder = BufferedRansEncoder()
+            encoder.encode_with_indexes(image_symbols.tolist(), image_indexes.tolist(), cdfs, lengths, offsets)
+            out.append(encoder.flush())
+        return out
+
+
+class LatentDecoder:
+    """Decompress-side coder: decodes each step's symbols, in schedule order, from one stream per image."""
+
+    def __init__(self, strings: list[bytes], layout: LatentLayout, entropy: GeneralizedGaussianConditional):
+        self.layout = layout
+        self.entropy = entropy
+        self.table = entropy.table()
+        self.decoders = []
+        for string in strings:
+            decoder = RansDecoder()
+            decoder.set_stream(string)
+            self.decoders.append(decoder)
+
+    def code(self, step, scales, means, mask):
+        cells = self.layout.cells[step.scale][step.part]
+        indexes = self.entropy.build_indexes(_step_cells(self.layout, step, scales)).cpu()
+        decoded = [d.decode_stream(idx.tolist(), *self.table) for d, idx in zip(self.decoders, indexes)]
+        q = torch.zeros_like(means).flatten(1)
+        q[:, cells] = torch.tensor(decoded, dtype=means.dtype).to(means.device)
+        return (q.view_as(means) + means) * mask
+
+    def next_scale(self, upsample) -> None:
+        pass

@@ -1,0 +1,193 @@
+"""HPCM: learned image compression with hierarchical progressive context modeling (ICCV 2025).
+
+    x ─▶ pad ─▶ g_a ─▶ y ─▶ h_a ─▶ z ─▶ HyperLatentCodec ─▶ z_hat ─▶ h_s ─▶ params
+                       │                                                   │
+                       └────────────▶ ProgressiveContext (11 steps) ◀──────┘
+                                              │ y_hat
+                                              ▼
+                                     g_s ─▶ crop ─▶ x_hat
+
+Inputs are RGB in [0, 1], [B, 3, H, W] of any size: they are zero-padded (centred, as the official
+test does) to a multiple of `config.pad_multiple` and the output is cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from compressai.models import CompressionModel
+from torch import nn
+
+from .coders import LatentDecoder, LatentEncoder, LatentQuantizer
+from .context import ProgressiveContext
+from .entropy import GeneralizedGaussianConditional, official_scale_table
+from .hyperprior import HyperLatentCodec
+from .layers import PConvRB, down2, down4x4, up2, up4x4
+from .masks import LatentLayout
+from .presets import HPCMConfig, resolve_config
+
+# Parameter groups for layer-wise learning rates and freezing: top-level child -> group name.
+PARAMETER_GROUPS: dict[str, str] = {
+    "g_a": "g_a",
+    "g_s": "g_s",
+    "h_a": "h_a",
+    "h_s": "h_s",
+    "context": "context",
+    "hyperprior": "entropy",
+    "y_entropy": "entropy",
+}
+
+
+def _analysis(c: HPCMConfig) -> nn.Sequential:
+    (w1, w2, w3), (d1, d2, d3) = c.analysis_widths, c.analysis_depths
+    block = lambda n: PConvRB(n, c.mlp_ratio, c.partial_ratio)  # noqa: E731
+    return nn.Sequential(
+        down4x4(3, w1), *(block(w1) for _ in range(d1)),
+        down2(w1, w2), *(block(w2) for _ in range(d2)),
+        down2(w2, w3), *(block(w3) for _ in range(d3)),
+        down2(w3, c.latent_channels),
+    )
+
+
+def _synthesis(c: HPCMConfig) -> nn.Sequential:
+    (w1, w2, w3), (d3, d2, d1) = c.analysis_widths, c.synthesis_depths
+    block = lambda n: PConvRB(n, c.mlp_ratio, c.partial_ratio)  # noqa: E731
+    return nn.Sequential(
+        up2(c.latent_channels, w3), *(block(w3) for _ in range(d3)),
+        up2(w3, w2), *(block(w2) for _ in range(d2)),
+        up2(w2, w1), *(block(w1) for _ in range(d1)),
+        up4x4(w1, 3),
+    )
+
+
+def _hyper_analysis(c: HPCMConfig) -> nn.Sequential:
+    block = lambda n: PConvRB(n, c.mlp_ratio, c.partial_ratio)  # noqa: E731
+    m, n = c.latent_channels, c.hyper_channels
+    return nn.Sequential(block(m), down2(m, n), *(block(n) for _ in range(c.hyper_depth)), down2(n, n))
+
+
+def _hyper_synthesis(c: HPCMConfig) -> nn.Sequential:
+    block = lambda n: PConvRB(n, c.mlp_ratio, c.partial_ratio)  # noqa: E731
+    m, n = c.latent_channels, c.hyper_channels
+    return nn.Sequential(up2(n, n), *(block(n) for _ in range(c.hyper_depth)), up2(n, 2 * m), block(2 * m))
+
+
+def centred_padding(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding that brings H×W up to multiples of `multiple`."""
+    ph = -height % multiple
+    pw = -width % multiple
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+
+
+def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo `centred_padding`: [B, C, H', W'] -> [B, C, *size] (the centred window)."""
+    top = (x.shape[-2] - size[0]) // 2
+    left = (x.shape[-1] - size[1]) // 2
+    return x[..., top : top + size[0], left : left + size[1]]
+
+
+class HPCM(CompressionModel):
+    """The HPCM codec. `HPCM(preset="base" | "large" | "tiny", **overrides)`.
+
+    forward(x) -> {"x_hat": [B,3,H,W], "likelihoods": {"y": [B,M,h,w], "z": [B,N,h/4,w/4]},
+                   "bits": {"z", "s1", "s2", "s3": [B]}}  (bits = −log2 likelihood sums per image;
+                   they partition the total exactly: Σ bits = −Σ log2 likelihoods).
+    compress(x) -> {"strings": [y_strings, z_strings], "shape": (H, W)} (one string per image each);
+    decompress(strings, shape) -> {"x_hat": [B,3,H,W] clamped to [0,1]}; both need `update()` first.
+    """
+
+    def __init__(self, preset: str = "base", **overrides):
+        super().__init__()
+        self.preset = preset
+        self.config = resolve_config(preset, **overrides)
+        c = self.config
+        self.g_a = _analysis(c)
+        self.g_s = _synthesis(c)
+        self.h_a = _hyper_analysis(c)
+        self.h_s = _hyper_synthesis(c)
+        self.hyperprior = HyperLatentCodec(c.hyper_channels)
+        self.context = ProgressiveContext(c)
+        self.y_entropy = GeneralizedGaussianConditional(official_scale_table().tolist())
+        self._layouts: dict[tuple, LatentLayout] = {}
+
+    # -- geometry -------------------------------------------------------------------------------
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an RGB batch [B, 3, H, W], got shape {tuple(x.shape)}")
+        return F.pad(x, centred_padding(*x.shape[-2:], self.config.pad_multiple))
+
+    def layout(self, height: int, width: int, device: torch.device) -> LatentLayout:
+        """Static masks and index maps for a latent of height×width (cached per size and device)."""
+        key = (height, width, str(device))
+        if key not in self._layouts:
+            self._layouts[key] = LatentLayout(self.config.latent_channels, height, width, device)
+        return self._layouts[key]
+
+    # -- training / estimation --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict:
+        size = tuple(x.shape[-2:])
+        y = self.g_a(self._pad(x))
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.hyperprior(z, self.training)
+        params = self.h_s(z_hat)
+        layout = self.layout(y.shape[-2], y.shape[-1], y.device)
+        quantizer = LatentQuantizer(y, layout, self.training)
+        y_hat = self.context(params, layout, quantizer)
+        y_likelihoods = self.y_entropy.likelihood(*quantizer.likelihood_inputs())
+        x_hat = crop(self.g_s(y_hat), size)
+        return {
+            "x_hat": x_hat,
+            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+            "bits": self._bits(y_likelihoods, z_likelihoods, layout),
+        }
+
+    @staticmethod
+    def _bits(y_likelihoods: torch.Tensor, z_likelihoods: torch.Tensor, layout: LatentLayout) -> dict:
+        """−log2 likelihood sums per image: z, and y split by the scale that codes each cell."""
+        y_bits = -torch.log2(y_likelihoods)
+        bits = {"z": -torch.log2(z_likelihoods).flatten(1).sum(1)}
+        for level, scale in enumerate(("s1", "s2", "s3"), start=1):
+            bits[scale] = (y_bits * (layout.level == level)).flatten(1).sum(1)
+        return bits
+
+    # -- entropy coding --------------------------------------------------------------------------
+    def update(self, scale_table: torch.Tensor | None = None, force: bool = True) -> bool:
+        """Build the CDF tables: y from `scale_table` (default: the official 60 levels), z per channel."""
+        table = official_scale_table() if scale_table is None else scale_table
+        self.y_entropy.update_scale_table(torch.as_tensor(table).tolist(), force=force)
+        self.hyperprior.update()
+        return True
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor) -> dict:
+        y = self.g_a(self._pad(x))
+        z = self.h_a(y)
+        z_strings, z_hat = self.hyperprior.compress(z)
+        params = self.h_s(z_hat)
+        encoder = LatentEncoder(y, self.layout(y.shape[-2], y.shape[-1], y.device), self.y_entropy)
+        self.context(params, encoder.layout, encoder)
+        return {"strings": [encoder.strings(), z_strings], "shape": tuple(x.shape[-2:])}
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
+        padded = [s + p for s, p in zip(shape, self._padding_of(shape))]
+        y_size = (padded[0] // 16, padded[1] // 16)
+        z_hat = self.hyperprior.decompress(strings[1], (y_size[0] // 4, y_size[1] // 4))
+        params = self.h_s(z_hat)
+        layout = self.layout(*y_size, params.device)
+        y_hat = self.context(params, layout, LatentDecoder(strings[0], layout, self.y_entropy))
+        return {"x_hat": crop(self.g_s(y_hat), tuple(shape)).clamp_(0, 1)}
+
+    def _padding_of(self, shape: tuple[int, int]) -> tuple[int, int]:
+        left, right, top, bottom = centred_padding(*shape, self.config.pad_multiple)
+        return top + bottom, left + right
+
+    # -- parameter groups ------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Named parameters by group (g_a, g_s, h_a, h_s, context, entropy): an exact partition."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in dict.fromkeys(PARAMETER_GROUPS.values())}
+        for name, param in self.named_parameters():
+            groups[PARAMETER_GROUPS[name.split(".", 1)[0]]].append((name, param))
+        assigned = sum(len(v) for v in groups.values())
+        assert assigned == len(list(self.parameters())), "parameter groups must partition the model"
+        return groups

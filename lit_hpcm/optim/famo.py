@@ -1,0 +1,162 @@
+"""FAMO task weighting (Liu et al. 2023, "FAMO: Fast Adaptive Multitask Optimization").
+
+Balanced R-D training (CVPR 2025) treats distortion and rate(s) as tasks and lets FAMO balance them. Only the
+math is here; when to call it (same batch vs. next batch, DDP all-reduce of the losses) is the caller's policy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class FAMO(nn.Module):
+    r"""Task logits ``w`` [n] and the loss and logit update of FAMO, with optional task priors.
+
+    With ``z = softmax(w)`` and priors ``p`` (positive, default ones), the task weights are
+    ``z' = z * p / sum(z * p)`` (``p = 1`` gives ``z' = z``). For task losses ``L`` [n]::
+
+        D_i  = L_i - min_i + eps                  (min_i = ``min_losses``, zeros by default)
+        c    = sum_i z'_i / D_i                   (detached)
+        loss = sum_i z'_i * log(D_i) / c          (scalar)
+
+    so ``d loss / d L_i = (z'_i / D_i) / sum_j (z'_j / D_j)``: the model gradient is a convex mix of the task
+    gradients. After the model step, with the losses ``L'`` of the same batch::
+
+        delta  = log D(L) - log D(L')                              [n]
+        grad_w = (d softmax(w) / d w)^T delta + gamma * w = z * (delta - <z, delta>) + gamma * w
+        w     <- Adam(w, grad_w, lr=w_lr)
+
+    ``w`` is an ``nn.Parameter`` with ``requires_grad=False``: it never takes part in the model's autograd graph,
+    so DDP ignores it (no unused-parameter errors), and its gradient is set explicitly by :meth:`update`. It must
+    not be given to the model's optimizer. The inner Adam's state is part of this module's ``state_dict()``
+    (extra state), so a checkpoint of the owning module resumes bit-identically, and it follows ``w`` on
+    ``.to()``/``.cuda()``/``.double()``.
+
+    The ``prev_losses``/``has_prev`` buffers let a caller that pairs a step's losses with a later step's
+    (e.g. "next batch" mode) keep them in the checkpoint: :meth:`remember` stores, :meth:`take_prev` retrieves
+    and clears.
+
+    Args:
+        n_tasks: number of tasks n.
+        w_lr: learning rate of the inner Adam on ``w``.
+        gamma: L2 coefficient on ``w`` (float or one per task), applied in :meth:`update` (not as Adam decay).
+        priors: per-task positive priors ``p`` [n]; ``None`` means ones (plain FAMO).
+        eps: added to the loss gaps ``D`` so ``log`` and ``1/D`` stay finite at the minimum.
+    """
+
+    def __init__(
+        self,
+        n_tasks: int,
+        w_lr: float = 0.025,
+        gamma: float | Sequence[float] = 0.001,
+        priors: Sequence[float] | Tensor | None = None,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if n_tasks < 1:
+            raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+        if not w_lr > 0.0:
+            raise ValueError(f"w_lr must be > 0, got {w_lr}")
+        if not eps > 0.0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.n_tasks = n_tasks
+        self.eps = eps
+        priors_t = torch.ones(n_tasks) if priors is None else torch.as_tensor(priors, dtype=torch.float32)
+        if priors_t.shape != (n_tasks,) or not bool(torch.all(torch.isfinite(priors_t) & (priors_t > 0))):
+            raise ValueError(f"priors must be {n_tasks} finite positive values, got {priors_t.tolist()}")
+
+        self.w = nn.Parameter(torch.zeros(n_tasks), requires_grad=False)
+        self.register_buffer("gamma", torch.zeros(n_tasks))
+        self.register_buffer("priors", priors_t.clone())
+        self.register_buffer("min_losses", torch.zeros(n_tasks))
+        self.register_buffer("prev_losses", torch.zeros(n_tasks))
+        self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+        self.set_gamma(gamma)
+        self._w_opt = torch.optim.Adam([self.w], lr=w_lr)
+
+    def set_gamma(self, values: float | Sequence[float]) -> None:
+        """Set the per-task L2 coefficient on ``w`` in place (device and dtype of the buffer kept).
+
+        ``values`` is one float for all tasks or a sequence of ``n_tasks`` floats; each must be finite and >= 0.
+        """
+        if isinstance(values, numbers.Real):
+            values = [float(values)] * self.n_tasks
+        values = [float(v) for v in values]
+        if len(values) != self.n_tasks:
+            raise ValueError(f"gamma needs one float or {self.n_tasks} values, got {len(values)}: {values}")
+        if not all(math.isfinite(v) and v >= 0.0 for v in values):
+            raise ValueError(f"gamma values must be finite and >= 0, got {values}")
+        self.gamma.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def weights(self) -> Tensor:
+        """Task weights ``z'`` [n] (detached; sum to 1)."""
+        zp = torch.softmax(self.w.detach(), dim=0) * self.priors
+        return zp / zp.sum()
+
+    def balanced_loss(self, losses: Tensor) -> Tensor:
+        """FAMO loss ``sum z'_i log(D_i) / c`` (scalar), differentiable w.r.t. ``losses`` [n] only.
+
+        Raises ValueError if ``losses`` is not [n], not finite, or not above ``min_losses`` (skip the step).
+        """
+        gaps = self._gaps(losses)
+        z = self.weights()
+        c = (z / gaps.detach()).sum()
+        return (z * gaps.log()).sum() / c
+
+    @torch.no_grad()
+    def update(self, losses_before: Tensor, losses_after: Tensor) -> None:
+        """One inner-Adam step on ``w`` from the log-loss decrease of a model step.
+
+        ``losses_before``/``losses_after`` [n] are the task losses of the same batch before and after the model
+        step; they must be identical on all DDP ranks. Raises ValueError on invalid losses, leaving ``w`` as is.
+        """
+        delta = self._gaps(losses_before).log() - self._gaps(losses_after).log()
+        delta = delta.to(self.w.dtype)
+        z = torch.softmax(self.w, dim=0)
+        self.w.grad = z * (delta - (z * delta).sum()) + self.gamma * self.w
+        self._w_opt.step()
+        self.w.grad = None
+
+    def remember(self, losses: Tensor) -> None:
+        """Store ``losses`` [n] (detached copy) for a later :meth:`take_prev`; raises ValueError if invalid."""
+        self._gaps(losses)  # validation only
+        self.prev_losses.copy_(losses.detach())
+        self.has_prev.fill_(True)
+
+    def take_prev(self) -> Tensor | None:
+        """The losses stored by :meth:`remember` (a copy, [n]) and clear them; ``None`` if nothing is stored."""
+        if not bool(self.has_prev):
+            return None
+        self.has_prev.fill_(False)
+        return self.prev_losses.clone()
+
+    def _gaps(self, losses: Tensor) -> Tensor:
+        """``D = losses - min_losses + eps`` [n], after checking shape, finiteness and ``D > 0``."""
+        if losses.shape != (self.n_tasks,):
+            raise ValueError(f"FAMO expects {self.n_tasks} task losses, got shape {tuple(losses.shape)}")
+        gaps = losses - self.min_losses + self.eps
+        if not bool(torch.all(torch.isfinite(gaps.detach()) & (gaps.detach() > 0))):
+            raise ValueError(
+                f"FAMO needs finite losses above min_losses {self.min_losses.tolist()}, got {losses.tolist()}"
+            )
+        return gaps
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The inner Adam's state dict, saved with this module's ``state_dict()``."""
+        return self._w_opt.state_dict()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the inner Adam (moments are cast to ``w``'s current device and dtype)."""
+        self._w_opt.load_state_dict(state)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FAMO:
+        """Move/cast as ``nn.Module`` does, then bring the inner Adam's moments to ``w``'s device and dtype."""
+        super()._apply(fn, recurse)
+        self._w_opt.load_state_dict(self._w_opt.state_dict())
+        return self

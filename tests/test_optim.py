@@ -1,0 +1,312 @@
+"""CautiousAdam and FAMO against hand-computed numbers, plus checkpoint round trips."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lit_hpcm.optim import FAMO, CautiousAdam
+
+EPS = 1e-8
+
+
+# --------------------------------------------------------------------------------------------- CautiousAdam
+
+
+def reference_cautious_adam(p, grads, lr, betas=(0.9, 0.999), eps=EPS, weight_decay=0.0, max_scale=10.0):
+    """Plain-float cautious Adam on one flat parameter (a list), one step per entry of ``grads``."""
+    b1, b2 = betas
+    p = list(p)
+    m = [0.0] * len(p)
+    v = [0.0] * len(p)
+    for t, g in enumerate(grads, start=1):
+        g = [gi + weight_decay * pi for gi, pi in zip(g, p)]
+        m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
+        v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
+        mask = [1.0 if mi * gi > 0 else 0.0 for mi, gi in zip(m, g)]
+        s = min(1 / max(sum(mask) / len(mask), 1e-3), max_scale)
+        for i in range(len(p)):
+            m_hat = m[i] / (1 - b1**t)
+            v_hat = v[i] / (1 - b2**t)
+            p[i] -= lr * m_hat * mask[i] * s / (math.sqrt(v_hat) + eps)
+    return p
+
+
+def run_cautious_adam(p0, grads, **kwargs):
+    p = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
+    opt = CautiousAdam([p], **kwargs)
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return p.detach().tolist()
+
+
+def test_first_step_is_signed_lr():
+    # Step 1: m_hat = g, v_hat = g^2, all m*g > 0 so s = 1: p1 = p0 - lr * g / (|g| + eps).
+    p0, g = [1.0, -2.0, 3.0, 0.5], [0.1, -0.2, 0.3, -0.4]
+    expected = [pi - 0.1 * gi / (abs(gi) + EPS) for pi, gi in zip(p0, g)]
+    assert run_cautious_adam(p0, [g], lr=0.1) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mask_drops_entries_and_scale_is_clipped():
+    # One nonzero grad out of 20: mask has 1 entry (0 * 0 is not > 0), mean 0.05, 1/0.05 = 20 clipped to 10.
+    p0 = [0.0] * 20
+    g = [0.5] + [0.0] * 19
+    p1 = run_cautious_adam(p0, [g], lr=0.01)
+    assert p1[0] == pytest.approx(-0.01 * 10 * 0.5 / (0.5 + EPS), rel=1e-12)
+    assert p1[1:] == [0.0] * 19
+
+
+def test_mask_on_sign_flip_rescales_by_inverse_fraction():
+    # Step 2: m2 = 0.09 + 0.1 * g2 stays positive, so entries with g2 < 0 are dropped: mask [0, 1, 0, 1], s = 2.
+    p0, g1, g2 = [0.0, 0.0, 0.0, 0.0], [1.0] * 4, [-0.01, 1.0, -0.05, 2.0]
+    p1 = [-0.1 * 1 / (1 + EPS)] * 4
+    bc1, bc2 = 1 - 0.9**2, 1 - 0.999**2
+    expected = list(p1)
+    for i in (1, 3):
+        m2 = 0.9 * 0.1 + 0.1 * g2[i]
+        v2 = 0.999 * 0.001 + 0.001 * g2[i] ** 2
+        expected[i] -= 0.1 * 2 * (m2 / bc1) / (math.sqrt(v2 / bc2) + EPS)
+    got = run_cautious_adam(p0, [g1, g2], lr=0.1)
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_several_steps_match_reference_per_tensor():
+    # Two tensors in one group: each gets its own mask fraction and scale; weight decay is plain L2.
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (7,)]
+    p0 = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    grads = [[torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes] for _ in range(6)]
+    params = [p.clone().requires_grad_() for p in p0]
+    opt = CautiousAdam(params, lr=0.05, betas=(0.8, 0.99), weight_decay=0.1)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        opt.step()
+    for k, p in enumerate(params):
+        ref = reference_cautious_adam(
+            p0[k].flatten().tolist(),
+            [step[k].flatten().tolist() for step in grads],
+            lr=0.05,
+            betas=(0.8, 0.99),
+            weight_decay=0.1,
+        )
+        assert p.detach().flatten().tolist() == pytest.approx(ref, rel=1e-10)
+
+
+def test_param_groups_lr_and_none_grads():
+    a = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([3.0], dtype=torch.float64, requires_grad=True)
+    frozen = torch.tensor([5.0], dtype=torch.float64, requires_grad=True)
+    opt = CautiousAdam([{"params": [a], "lr": 0.1}, {"params": [b, frozen], "lr": 0.01}])
+    a.grad = torch.tensor([0.5, -0.5], dtype=torch.float64)
+    b.grad = torch.tensor([2.0], dtype=torch.float64)
+    opt.step()
+    assert a.tolist() == pytest.approx([1.0 - 0.1, 2.0 + 0.1], rel=1e-7)
+    assert b.tolist() == pytest.approx([3.0 - 0.01], rel=1e-7)
+    assert frozen.tolist() == [5.0]
+    assert frozen not in opt.state
+
+
+def test_lr_scheduler_drives_the_step():
+    p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = CautiousAdam([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.1)
+    p.grad = torch.ones(1, dtype=torch.float64)
+    opt.step()
+    sched.step()
+    before = p.item()
+    opt.step()  # constant grad keeps m_hat / sqrt(v_hat) = 1, so the move is exactly the new lr
+    assert before - p.item() == pytest.approx(0.01, rel=1e-7)
+
+
+def test_state_dict_round_trip_continues_identically():
+    gen = torch.Generator().manual_seed(1)
+    grads = [[torch.randn(5, generator=gen), torch.randn(2, 3, generator=gen)] for _ in range(6)]
+
+    def make(params):
+        return CautiousAdam([{"params": [params[0]], "lr": 1e-2}, {"params": [params[1]], "lr": 1e-3}])
+
+    def run(params, opt, step_grads):
+        for gs in step_grads:
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            opt.step()
+
+    params_a = [torch.randn(5, generator=gen).requires_grad_(), torch.randn(2, 3, generator=gen).requires_grad_()]
+    opt_a = make(params_a)
+    run(params_a, opt_a, grads[:3])
+    buffer = io.BytesIO()
+    torch.save({"params": [p.detach() for p in params_a], "opt": opt_a.state_dict()}, buffer)
+    run(params_a, opt_a, grads[3:])
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    params_b = [p.clone().requires_grad_() for p in saved["params"]]
+    opt_b = make(params_b)
+    opt_b.load_state_dict(saved["opt"])
+    run(params_b, opt_b, grads[3:])
+    for pa, pb in zip(params_a, params_b):
+        assert torch.equal(pa, pb)
+
+
+# --------------------------------------------------------------------------------------------- FAMO
+
+
+def softmax(w):
+    e = [math.exp(x) for x in w]
+    return [x / sum(e) for x in e]
+
+
+def make_famo(w, **kwargs):
+    famo = FAMO(len(w), **kwargs).double()
+    famo.w.copy_(torch.tensor(w, dtype=torch.float64))
+    return famo
+
+
+def loss_and_grad(famo, losses):
+    L = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
+    loss = famo.balanced_loss(L)
+    loss.backward()
+    return loss.item(), L.grad.tolist()
+
+
+def expected_loss_and_grad(z, losses):
+    D = [li + EPS for li in losses]
+    c = sum(zi / di for zi, di in zip(z, D))
+    return sum(zi * math.log(di) for zi, di in zip(z, D)) / c, [zi / di / c for zi, di in zip(z, D)]
+
+
+def test_balanced_loss_and_gradient():
+    w, losses = [0.3, -0.2, 0.1], [2.0, 0.5, 1.2]
+    famo = make_famo(w)
+    loss, grad = loss_and_grad(famo, losses)
+    exp_loss, exp_grad = expected_loss_and_grad(softmax(w), losses)
+    assert loss == pytest.approx(exp_loss, rel=1e-12)
+    assert grad == pytest.approx(exp_grad, rel=1e-12)
+    assert sum(grad) == pytest.approx(1.0, rel=1e-12)  # a convex mix of the task gradients
+    assert famo.w.grad is None
+
+
+def test_unit_priors_are_plain_famo():
+    w, losses = [0.7, -0.4], [0.9, 0.05]
+    exp_loss, exp_grad = expected_loss_and_grad(softmax(w), losses)
+    for famo in (make_famo(w), make_famo(w, priors=[1.0, 1.0])):
+        loss, grad = loss_and_grad(famo, losses)
+        assert loss == pytest.approx(exp_loss, rel=1e-12)
+        assert grad == pytest.approx(exp_grad, rel=1e-12)
+
+
+def test_priors_reweight_the_gradient_mix():
+    # w = 0, priors [2, 1, 1]: z' = [0.5, 0.25, 0.25]; dloss/dL_i = (z'_i / D_i) / sum_j (z'_j / D_j).
+    losses = [1.0, 2.0, 4.0]
+    famo = make_famo([0.0, 0.0, 0.0], priors=[2.0, 1.0, 1.0])
+    assert famo.weights().tolist() == pytest.approx([0.5, 0.25, 0.25], rel=1e-12)
+    _, grad = loss_and_grad(famo, losses)
+    _, exp_grad = expected_loss_and_grad([0.5, 0.25, 0.25], losses)
+    assert grad == pytest.approx(exp_grad, rel=1e-12)
+    _, plain_grad = loss_and_grad(make_famo([0.0, 0.0, 0.0]), losses)
+    assert grad[0] / grad[1] == pytest.approx(2 * plain_grad[0] / plain_grad[1], rel=1e-12)
+
+
+def test_update_is_softmax_jacobian_plus_gamma_then_adam():
+    # gamma exactly representable in float32, the dtype FAMO's buffers are created in
+    w0, gamma, lr = [0.2, -0.1, 0.4], [2**-10, 2**-9, 3 * 2**-10], 0.025
+    steps = [([2.0, 0.5, 1.2], [1.8, 0.49, 1.0]), ([1.8, 0.49, 1.0], [1.7, 0.45, 0.99])]
+    famo = make_famo(w0, gamma=gamma, w_lr=lr)
+
+    w, m, v = list(w0), [0.0] * 3, [0.0] * 3
+    for t, (before, after) in enumerate(steps, start=1):
+        famo.update(torch.tensor(before, dtype=torch.float64), torch.tensor(after, dtype=torch.float64))
+        z = softmax(w)
+        delta = [math.log(b + EPS) - math.log(a + EPS) for b, a in zip(before, after)]
+        jac = [[(z[i] if i == j else 0.0) - z[i] * z[j] for j in range(3)] for i in range(3)]  # d z_i / d w_j
+        g = [sum(jac[i][j] * delta[i] for i in range(3)) + gamma[j] * w[j] for j in range(3)]
+        m = [0.9 * mj + 0.1 * gj for mj, gj in zip(m, g)]
+        v = [0.999 * vj + 0.001 * gj * gj for vj, gj in zip(v, g)]
+        w = [
+            wj - lr * (mj / (1 - 0.9**t)) / (math.sqrt(vj / (1 - 0.999**t)) + EPS)
+            for wj, mj, vj in zip(w, m, v)
+        ]
+        assert famo.w.tolist() == pytest.approx(w, rel=1e-10)
+    assert famo.w.grad is None and not famo.w.requires_grad
+
+
+def test_state_dict_round_trip_continues_identically():
+    gen = torch.Generator().manual_seed(2)
+    losses = [torch.rand(3, generator=gen) + 0.1 for _ in range(8)]
+
+    class Owner(nn.Module):  # stands in for the LightningModule holding FAMO
+        def __init__(self):
+            super().__init__()
+            self.famo = FAMO(3, gamma=[0.001, 0.0, 0.003], priors=[1.0, 2.0, 1.0])
+
+    a = Owner()
+    for before, after in zip(losses[:3], losses[1:4]):
+        a.famo.update(before, after)
+    a.famo.remember(losses[3])
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = Owner()
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+
+    assert "famo._extra_state" in a.state_dict()
+    assert torch.equal(b.famo.take_prev(), losses[3])
+    for owner in (a, b):
+        for before, after in zip(losses[4:7], losses[5:8]):
+            owner.famo.update(before, after)
+    assert torch.equal(a.famo.w, b.famo.w)
+    assert torch.equal(a.famo.weights(), b.famo.weights())
+
+
+def test_inner_adam_state_follows_dtype():
+    famo = FAMO(2)
+    famo.update(torch.tensor([1.0, 2.0]), torch.tensor([0.9, 1.5]))
+    famo.double()
+    assert famo._w_opt.state[famo.w]["exp_avg"].dtype == torch.float64
+    famo.update(torch.tensor([1.0, 2.0]), torch.tensor([0.9, 1.5]))
+    assert famo.w.dtype == torch.float64
+
+
+def test_remember_and_take_prev():
+    famo = FAMO(2)
+    assert famo.take_prev() is None
+    famo.remember(torch.tensor([1.0, 2.0], requires_grad=True))
+    assert famo.take_prev().tolist() == [1.0, 2.0]
+    assert famo.take_prev() is None
+
+
+def test_set_gamma():
+    famo = FAMO(3).double()
+    famo.set_gamma(0.002)
+    assert famo.gamma.tolist() == [0.002] * 3 and famo.gamma.dtype == torch.float64
+    famo.set_gamma([0.0, 0.001, 0.003])
+    assert famo.gamma.tolist() == [0.0, 0.001, 0.003]
+    for bad in ([0.1, 0.2], [0.1], -0.1, [0.0, float("nan"), 0.0], float("inf")):
+        with pytest.raises(ValueError, match="gamma"):
+            famo.set_gamma(bad)
+    assert famo.gamma.tolist() == [0.0, 0.001, 0.003]
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 1.0], [1.0, -1.0, 1.0]])
+def test_invalid_losses_raise_and_leave_w_alone(bad):
+    famo = FAMO(3)
+    good = torch.tensor([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="FAMO"):
+        famo.balanced_loss(torch.tensor(bad))
+    with pytest.raises(ValueError, match="FAMO"):
+        famo.update(good, torch.tensor(bad))
+    with pytest.raises(ValueError, match="FAMO"):
+        famo.remember(torch.tensor(bad))
+    assert famo.w.tolist() == [0.0, 0.0, 0.0] and famo.take_prev() is None
+
+
+def test_invalid_priors_raise():
+    for bad in ([1.0, 0.0], [1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="priors"):
+            FAMO(2, priors=bad)
