@@ -1,0 +1,127 @@
+"""HPCM model: outputs, per-scale bits, schedule, padding, codec round trip (tiny preset, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_hpcm.models import HPCM
+from lit_hpcm.models.masks import LatentLayout
+from lit_hpcm.models.schedule import PARTS, STEPS
+
+
+def test_schedule_has_eleven_steps_split_2_3_6_and_covers_every_part_once():
+    per_scale = {s: [st.part for st in STEPS if st.scale == s] for s in PARTS}
+    assert [len(per_scale[s]) for s in ("s1", "s2", "s3")] == [2, 3, 6]
+    # a finer scale codes exactly the parts its coarser scales did not cover
+    assert per_scale["s1"] == [0, 1] and per_scale["s2"] == [1, 2, 3] and per_scale["s3"] == [2, 3, 4, 5, 6, 7]
+    assert [st.context for st in STEPS] == [None] + list(range(10))
+
+
+@pytest.mark.parametrize("size", [(4, 4), (8, 12), (16, 16)])
+def test_layout_parts_partition_each_grid_and_levels_match_scales(size):
+    layout = LatentLayout(16, *size)
+    for scale, masks in layout.parts.items():
+        assert torch.equal(masks.sum(0), torch.ones_like(masks[0])), scale
+    cells = 16 * size[0] * size[1]
+    counts = [int((layout.level == k).sum()) for k in (1, 2, 3)]
+    assert counts == [cells // 16, 3 * cells // 16, 12 * cells // 16]
+
+
+def test_upsample_places_a_grid_back_where_it_was_taken():
+    layout = LatentLayout(16, 8, 8)
+    y = torch.randn(2, 16, 8, 8)
+    s1 = layout.grid_of("s1", y)
+    back = layout.upsample("s2", layout.upsample("s1", s1))
+    on_s1 = layout.level == 1
+    assert torch.equal(back[:, on_s1], y[:, on_s1])
+    assert torch.count_nonzero(back[:, ~on_s1]) == 0
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_outputs_and_bits_partition_the_total(training):
+    torch.manual_seed(0)
+    model = HPCM("tiny").train(training)
+    x = torch.rand(2, 3, 64, 64)
+    out = model(x)
+    assert out["x_hat"].shape == x.shape
+    assert out["likelihoods"]["y"].shape == (2, 32, 4, 4)
+    assert out["likelihoods"]["z"].shape == (2, 32, 1, 1)
+    assert set(out["bits"]) == {"z", "s1", "s2", "s3"}
+    total = -torch.log2(out["likelihoods"]["y"]).flatten(1).sum(1) - torch.log2(out["likelihoods"]["z"]).flatten(1).sum(1)
+    parts = sum(out["bits"].values())
+    assert torch.allclose(parts, total, rtol=1e-5)
+    assert all(float(b.min()) > 0 for b in out["bits"].values())
+
+
+def test_train_step_backward_reaches_every_parameter():
+    torch.manual_seed(0)
+    model = HPCM("tiny").train()
+    out = model(torch.rand(2, 3, 64, 64))
+    loss = (out["x_hat"] - 0.5).pow(2).mean() + sum(b.sum() for b in out["bits"].values()) / 1e4
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_parameter_groups_partition_the_model():
+    model = HPCM("tiny")
+    groups = model.parameter_groups()
+    assert list(groups) == ["g_a", "g_s", "h_a", "h_s", "context", "entropy"]
+    names = [n for members in groups.values() for n, _ in members]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    assert {n for n, _ in groups["entropy"]} == {"hyperprior.means", "hyperprior.scales"}
+
+
+def test_every_learned_tensor_is_registered_and_follows_dtype_moves():
+    model = HPCM("tiny").double()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert sum(p.numel() for p in model.context.multipliers) == 10 * 96
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 53), (64, 64), (70, 130)])
+def test_any_size_is_padded_and_cropped_back(tiny_model, size):
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        assert tiny_model(x)["x_hat"].shape == x.shape
+
+
+@pytest.mark.parametrize("size", [(1, 1), (50, 70), (64, 128)])
+def test_decompress_reproduces_the_eval_forward_exactly(tiny_model, size):
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        expected = tiny_model(x)["x_hat"].clamp(0, 1)
+    encoded = tiny_model.compress(x)
+    assert len(encoded["strings"]) == 2 and len(encoded["strings"][0]) == 2
+    decoded = tiny_model.decompress(encoded["strings"], encoded["shape"])
+    assert torch.equal(decoded["x_hat"], expected)
+
+
+def test_cdf_tables_survive_state_dict_round_trip(tiny_model):
+    x = torch.rand(1, 3, 64, 64)
+    encoded = tiny_model.compress(x)
+    fresh = HPCM("tiny").eval()
+    fresh.load_state_dict(tiny_model.state_dict())  # resizes the empty CDF buffers before loading
+    again = fresh.compress(x)
+    assert again["strings"] == encoded["strings"]
+    assert torch.equal(fresh.decompress(again["strings"], again["shape"])["x_hat"],
+                       tiny_model.decompress(encoded["strings"], encoded["shape"])["x_hat"])
+
+
+def test_compress_without_update_is_a_clear_error():
+    model = HPCM("tiny").eval()
+    with pytest.raises(ValueError, match="update"):
+        model.compress(torch.rand(1, 3, 64, 64))
+
+
+def test_unknown_preset_and_option_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown HPCM preset"):
+        HPCM("huge")
+    with pytest.raises(ValueError, match="unknown HPCM option"):
+        HPCM("tiny", widths=3)
+
+
+def test_non_rgb_input_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        tiny_model(torch.rand(1, 1, 64, 64))
