@@ -1,0 +1,107 @@
+"""``rd-plot`` and ``sweep-report`` subcommands, registered on the main CLI's argparse subparsers.
+
+Each ``register_*`` adds one subparser whose ``func`` default takes the parsed ``Namespace`` and returns
+an exit code: 0 on success, 2 with a one-line message on stderr (no traceback) when the inputs are
+unusable — a missing file, a curve BD metrics cannot use, a run folder without the hyperparameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Callable
+
+from .bd import METHODS
+from .plots import bd_table, rd_plot, write_table
+from .reference import METRICS
+from .results import read_curve
+from .sweep import sweep_report
+
+
+def _reporting_errors(command: str) -> Callable:
+    """Turn ``ValueError`` / ``OSError`` from a command into a stderr message and exit code 2."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @wraps(run)
+        def guarded(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except (ValueError, OSError) as err:
+                print(f"lit-hpcm {command}: error: {err}", file=sys.stderr)
+                return 2
+
+        return guarded
+
+    return decorate
+
+
+@_reporting_errors("rd-plot")
+def run_rd_plot(args: argparse.Namespace) -> int:
+    """Plot result files and reference curves, and tabulate BD metrics against the anchor."""
+    sources = [*args.results, *args.ref]
+    if not sources:
+        raise ValueError("give at least one results file or --ref curve")
+    curves = [read_curve(source, args.metric) for source in sources]
+    anchor = args.anchor or (args.ref[0] if args.ref else curves[0].name)
+    rows = bd_table(curves, anchor, method=args.method)
+    png = rd_plot(curves, args.metric, args.output, title=args.title)
+    md_path = png.with_name(f"{png.stem}_bd.md")
+    csv_path = png.with_name(f"{png.stem}_bd.csv")
+    write_table(rows, md_path, csv_path, title=f"BD metrics vs {anchor} ({args.metric}, {args.method})")
+    print(f"wrote {png}, {md_path}, {csv_path}")
+    return 0
+
+
+@_reporting_errors("sweep-report")
+def run_sweep_report(args: argparse.Namespace) -> int:
+    """Write the sweep report for the runs under ``args.runs_dir``."""
+    report = sweep_report(
+        args.runs_dir, args.output, x=args.x, y=args.y, metric=args.metric, top_k=args.top_k, mode=args.mode
+    )
+    best = report.rows[0]
+    print(f"best run: {best['run']} ({args.metric} = {best[args.metric]:.6g}); report in {args.output}")
+    return 0
+
+
+def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``rd-plot``: R-D plot PNG plus ``<stem>_bd.md`` / ``<stem>_bd.csv`` BD tables next to it."""
+    parser = subparsers.add_parser(
+        "rd-plot",
+        help="plot R-D curves and tabulate BD-rate against an anchor",
+        description="Plot R-D curves from results JSON files and built-in reference curves, and write "
+        "BD-rate / BD-quality of every curve against the anchor next to the plot.",
+    )
+    parser.add_argument("results", nargs="*", metavar="RESULTS.json", help="results files (CompressAI layout)")
+    parser.add_argument(
+        "--ref", action="append", default=[], metavar="NAME", help="built-in reference curve (repeatable)"
+    )
+    parser.add_argument("--metric", choices=METRICS, default="psnr", help="quality axis (default: psnr)")
+    parser.add_argument(
+        "--anchor", metavar="NAME", help="curve name to compare against (default: the first --ref, else the first file)"
+    )
+    parser.add_argument("--method", choices=METHODS, default="pchip", help="BD interpolation (default: pchip)")
+    parser.add_argument("--title", help="plot title")
+    parser.add_argument("-o", "--output", type=Path, default=Path("rd.png"), help="output PNG (default: rd.png)")
+    parser.set_defaults(func=run_rd_plot)
+    return parser
+
+
+def register_sweep_report(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``sweep-report``: ranked run table, x × y heatmap and top-k list for a folder of runs."""
+    parser = subparsers.add_parser(
+        "sweep-report",
+        help="rank runs of a hyperparameter sweep and draw a metric heatmap",
+        description="Collect Lightning CSV and W&B runs under RUNS_DIR and write table.csv, table.md, "
+        "heatmap.png and top_k.md. Hyperparameter keys match dotted keys exactly or by suffix.",
+    )
+    parser.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="report folder")
+    parser.add_argument("--x", default="famo_gamma", metavar="KEY", help="hyperparameter on the x axis")
+    parser.add_argument("--y", default="w_lr", metavar="KEY", help="hyperparameter on the y axis")
+    parser.add_argument("--metric", default="val/loss", metavar="NAME", help="metric to rank by (default: val/loss)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="runs listed in top_k.md")
+    parser.add_argument("--mode", choices=("min", "max"), default="min", help="whether lower or higher is better")
+    parser.set_defaults(func=run_sweep_report)
+    return parser

@@ -1,0 +1,344 @@
+"""Tests for lit_hpcm.evaluation: BD metrics, reference data, results files, plots, sweep report, commands."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+
+import bjontegaard
+import pytest
+import yaml
+
+from lit_hpcm.evaluation import (
+    RDCurve,
+    bd_psnr,
+    bd_rate,
+    bd_table,
+    get_reference,
+    list_references,
+    overlap,
+    rd_plot,
+    read_curve,
+    sweep_report,
+    write_results,
+)
+from lit_hpcm.evaluation.commands import register_rd_plot, register_sweep_report
+from lit_hpcm.evaluation.sweep import find_runs, lookup
+
+ANCHOR_BPP = [0.12, 0.18, 0.27, 0.41, 0.59, 0.82]
+ANCHOR_PSNR = [29.4, 30.8, 32.4, 34.2, 36.0, 37.8]
+
+
+# --- BD metrics -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("saving", [5.0, 20.0, 37.5])
+def test_bd_rate_of_uniform_saving_is_exact(method, saving):
+    test_bpp = [b * (1 - saving / 100) for b in ANCHOR_BPP]
+    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, test_bpp, ANCHOR_PSNR, method=method) == pytest.approx(-saving, abs=1e-9)
+
+
+def test_bd_psnr_of_uniform_gain_is_exact():
+    assert bd_psnr(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, [p + 0.5 for p in ANCHOR_PSNR]) == pytest.approx(0.5)
+
+
+def test_points_are_sorted_before_the_package_sees_them():
+    shuffled = [3, 0, 5, 1, 4, 2]
+    bpp = [ANCHOR_BPP[i] * 0.9 for i in shuffled]
+    psnr = [ANCHOR_PSNR[i] for i in shuffled]
+    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, bpp, psnr) == pytest.approx(-10.0)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_vtm_vs_elic_matches_bjontegaard_package(method):
+    vtm, elic = get_reference("vtm-kodak"), get_reference("elic-kodak")
+    expected = bjontegaard.bd_rate(
+        vtm.bpp, vtm.values, elic.bpp, elic.values, method, require_matching_points=False, min_overlap=0
+    )
+    assert bd_rate(vtm.bpp, vtm.values, elic.bpp, elic.values, method=method) == pytest.approx(expected, rel=1e-12)
+    assert -15 < expected < 0  # ELIC saves bits over VTM on Kodak
+
+
+@pytest.mark.parametrize(
+    ("test_bpp", "test_psnr", "message"),
+    [
+        (ANCHOR_BPP[:3], ANCHOR_PSNR[:3], "at least 4"),
+        ([b * 10 for b in ANCHOR_BPP], [p + 20 for p in ANCHOR_PSNR], "do not overlap in distortion"),
+        (ANCHOR_BPP, [math.nan, *ANCHOR_PSNR[1:]], "must be finite"),
+        ([0.0, *ANCHOR_BPP[1:]], ANCHOR_PSNR, "finite and positive"),
+        (ANCHOR_BPP, [29.4, 30.8, 30.5, 34.2, 36.0, 37.8], "not strictly monotone"),
+        (ANCHOR_BPP, ANCHOR_PSNR[:5], "6 rates but 5"),
+    ],
+)
+def test_bd_refuses_unusable_curves(test_bpp, test_psnr, message):
+    with pytest.raises(ValueError, match=message):
+        bd_rate(ANCHOR_BPP, ANCHOR_PSNR, test_bpp, test_psnr)
+
+
+def test_bd_refuses_unknown_method_and_disjoint_rates():
+    with pytest.raises(ValueError, match="pchip, cubic"):
+        bd_rate(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method="linear")
+    with pytest.raises(ValueError, match="do not overlap in rate"):
+        bd_psnr(ANCHOR_BPP, ANCHOR_PSNR, [b * 10 for b in ANCHOR_BPP], ANCHOR_PSNR)
+
+
+def test_overlap_reports_shared_interval():
+    shared = overlap([0.0, 2.0], [1.0, 3.0])
+    assert (shared.low, shared.high) == (1.0, 2.0)
+    assert shared.fraction == pytest.approx(1 / 3)
+    assert overlap([0, 1], [2, 3]).fraction == 0.0
+
+
+# --- reference curves -------------------------------------------------------------------------
+
+
+def test_reference_curves_include_official_hpcm_numbers():
+    names = list_references()
+    required = ["hpcm-base-kodak", "hpcm-large-kodak", "hpcm-base-clic", "hpcm-base-tecnick", "vtm-kodak", "elic-kodak"]
+    for name in required:
+        assert name in names
+        assert name + "-msssim" in names
+    base = get_reference("hpcm-base-kodak")
+    assert base.bpp == (0.1211, 0.1757, 0.2729, 0.4125, 0.5898, 0.8209)
+    assert base.values == (29.4022, 30.7547, 32.4012, 34.2063, 36.0145, 37.7525)
+    assert (base.metric, base.dataset) == ("psnr", "kodak")
+    for name in names:
+        curve = get_reference(name)
+        assert curve.source.startswith("https://github.com/")
+        assert curve.metric == ("ms-ssim-db" if name.endswith("-msssim") else "psnr")
+        bd_rate(curve.bpp, curve.values, curve.bpp, curve.values)  # every curve is usable as a BD anchor
+
+
+def test_unknown_reference_lists_valid_names():
+    with pytest.raises(ValueError, match="hpcm-base-kodak"):
+        get_reference("hpcm-kodak")
+
+
+# --- results files ----------------------------------------------------------------------------
+
+
+def test_results_round_trip(tmp_path):
+    curve = RDCurve("ours", "psnr", ANCHOR_BPP, ANCHOR_PSNR, dataset="kodak")
+    path = write_results(tmp_path / "sub" / "ours.json", curve)
+    assert json.loads(path.read_text())["results"]["psnr-rgb"] == ANCHOR_PSNR
+    assert read_curve(path, "psnr") == RDCurve("ours", "psnr", ANCHOR_BPP, ANCHOR_PSNR, "kodak", str(path))
+
+
+def test_results_mapping_with_linear_msssim_and_per_image(tmp_path):
+    document = {
+        "name": "eval",
+        "description": "Inference (ans)",
+        "results": {"bpp": [0.1, 0.2], "psnr-rgb": [30.0, 32.0], "ms-ssim-rgb": [0.9, 0.99]},
+        "per_image": [{"point": 0, "image": "a.png", "bpp": 0.1}],
+    }
+    path = write_results(tmp_path / "eval.json", document)
+    curve = read_curve(path, "ms-ssim-db")
+    assert curve.values == pytest.approx((10.0, 20.0))
+    assert json.loads(path.read_text())["per_image"] == document["per_image"]
+
+
+def test_read_curve_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a reference curve name"):
+        read_curve(tmp_path / "missing.json", "psnr")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_curve(tmp_path / "bad.json", "psnr")
+    (tmp_path / "nobpp.json").write_text(json.dumps({"name": "x", "results": {"psnr-rgb": [1.0]}}))
+    with pytest.raises(ValueError, match="'bpp'"):
+        read_curve(tmp_path / "nobpp.json", "psnr")
+    write_results(tmp_path / "psnr.json", RDCurve("x", "psnr", [0.1], [30.0]))
+    with pytest.raises(ValueError, match="no ms-ssim-db values"):
+        read_curve(tmp_path / "psnr.json", "ms-ssim-db")
+    with pytest.raises(ValueError, match="holds psnr"):
+        read_curve("vtm-kodak", "ms-ssim-db")
+    with pytest.raises(ValueError, match="entries"):
+        write_results(tmp_path / "x.json", {"name": "x", "results": {"bpp": [0.1, 0.2], "psnr-rgb": [30.0]}})
+
+
+# --- plots and BD table -----------------------------------------------------------------------
+
+
+def test_rd_plot_writes_png(tmp_path):
+    curves = [get_reference("vtm-kodak"), get_reference("hpcm-base-kodak")]
+    out = rd_plot(curves, "psnr", tmp_path / "rd.png", title="Kodak")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="not ms-ssim-db"):
+        rd_plot(curves, "ms-ssim-db", tmp_path / "x.png")
+
+
+def test_bd_table_rows_explain_incomparable_curves():
+    short = RDCurve("short", "psnr", ANCHOR_BPP[:3], ANCHOR_PSNR[:3])
+    curves = [get_reference("vtm-kodak"), get_reference("hpcm-base-kodak"), short]
+    rows = bd_table(curves, "vtm-kodak")
+    assert [row["curve"] for row in rows] == ["hpcm-base-kodak", "short"]
+    good, bad = rows
+    assert good["bd_rate_percent"] < -10 and good["bd_quality_db"] > 0 and good["note"] == ""
+    assert 0 < good["quality_overlap"] <= 1 and 0 < good["rate_overlap"] <= 1
+    assert bad["bd_rate_percent"] is None and "at least 4" in bad["note"]
+    with pytest.raises(ValueError, match="not among"):
+        bd_table(curves, "elic-kodak")
+
+
+# --- sweep report -----------------------------------------------------------------------------
+
+
+def _lightning_run(folder, hparams, losses):
+    folder.mkdir(parents=True)
+    (folder / "hparams.yaml").write_text(yaml.dump(hparams))
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "step", "train/loss", "val/loss"])
+        for epoch, loss in enumerate(losses):
+            writer.writerow([epoch, epoch * 10, 2.0, ""])
+            writer.writerow([epoch, epoch * 10, "", loss])
+
+
+def _wandb_files_run(folder, config, summary):
+    """The layout W&B writes for online/synced runs: files/config.yaml (wrapped values) + summary JSON."""
+    (folder / "files").mkdir(parents=True)
+    wrapped = {"wandb_version": 1, "_wandb": {"value": {"cli_version": "0.31.0"}}}
+    wrapped.update({key: {"desc": None, "value": value} for key, value in config.items()})
+    (folder / "files" / "config.yaml").write_text(yaml.dump(wrapped))
+    (folder / "files" / "wandb-summary.json").write_text(json.dumps({**summary, "_runtime": 3.0, "_step": 9}))
+
+
+@pytest.fixture(scope="module")
+def offline_wandb_run(tmp_path_factory):
+    """A real offline W&B run; its big config entry makes the transaction log span several 32 KiB blocks."""
+    wandb = pytest.importorskip("wandb")
+    root = tmp_path_factory.mktemp("wandb_runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_SILENT", "true")
+    try:
+        config = {"model": {"famo_gamma": 0.003, "note": "x" * 70000}, "w_lr": 0.05}
+        run = wandb.init(dir=root, project="sweep", config=config, settings=wandb.Settings(console="off"))
+        run.config.update({"extra": {"late": 1}})
+        for loss in (1.4, 0.9, 0.95):
+            run.log({"val/loss": loss})
+        run.finish()
+    finally:
+        mp.undo()
+    return root
+
+
+def test_offline_wandb_transaction_log_is_read(offline_wandb_run):
+    (run,) = find_runs(offline_wandb_run)
+    assert run.kind == "wandb" and run.path.startswith("wandb/offline-run-")
+    assert run.hparams["model.famo_gamma"] == 0.003 and run.hparams["extra.late"] == 1
+    assert run.metrics["val/loss"] == 0.95
+
+
+def test_truncated_transaction_log_keeps_what_was_written(tmp_path, offline_wandb_run):
+    """A crashed run's log ends mid-record; the complete records before it still count."""
+    shutil.copytree(offline_wandb_run, tmp_path / "runs")
+    (log,) = (tmp_path / "runs").glob("wandb/offline-run-*/*.wandb")
+    log.write_bytes(log.read_bytes()[:50000])  # inside the run record's second block
+    (run,) = find_runs(tmp_path / "runs")
+    assert run.hparams == {} and run.metrics == {}
+    log.write_bytes((offline_wandb_run / log.relative_to(tmp_path / "runs")).read_bytes()[:-20])
+    (run,) = find_runs(tmp_path / "runs")
+    assert run.hparams["model.famo_gamma"] == 0.003
+
+
+def test_sweep_report_over_both_run_kinds(tmp_path, offline_wandb_run):
+    runs = tmp_path / "runs"
+    shutil.copytree(offline_wandb_run, runs / "wb")
+    _lightning_run(runs / "csv" / "version_0", {"famo_gamma": 0.001, "w_lr": 0.025}, [1.5, 1.1])
+    _lightning_run(runs / "csv" / "version_1", {"famo_gamma": 0.001, "w_lr": 0.025}, [1.5, 0.7])
+    _lightning_run(runs / "csv" / "version_2", {"famo_gamma": 0.003, "w_lr": 0.025}, [1.0, 0.6])
+    _lightning_run(runs / "csv" / "version_3", {"famo_gamma": 0.001, "w_lr": 0.05}, [])
+    online = runs / "wb2" / "wandb" / "run-20250101_000000-abc"
+    _wandb_files_run(online, {"model": {"famo_gamma": 0.002}, "w_lr": 0.05}, {"val/loss": 0.8})
+
+    report = sweep_report(runs, tmp_path / "out", top_k=2)
+    for name in ("table.csv", "table.md", "heatmap.png", "top_k.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    ranked = [(row["run"], row["val/loss"]) for row in report.rows]
+    assert ranked[0] == ("csv/version_2", 0.6)
+    assert ranked[-1] == ("csv/version_3", None)
+    assert len(ranked) == 6
+    top = (tmp_path / "out" / "top_k.md").read_text()
+    assert "csv/version_2" in top and "csv/version_1" in top and "wb2" not in top
+    with open(tmp_path / "out" / "table.csv") as handle:
+        assert next(csv.DictReader(handle))["run"] == "csv/version_2"
+
+    assert any(run.startswith("wb/wandb/offline-run-") and loss == 0.95 for run, loss in ranked)
+
+    worst = sweep_report(runs, tmp_path / "out_max", mode="max")
+    assert worst.rows[0]["run"] == "csv/version_0"
+
+
+def test_sweep_report_errors(tmp_path):
+    with pytest.raises(ValueError, match="no runs found"):
+        sweep_report(tmp_path, tmp_path / "out")
+    _lightning_run(tmp_path / "version_0", {"lr": 1e-4}, [1.0])
+    (tmp_path / "version_0" / "hparams.yaml").write_text("lr: [1e-4\n")
+    with pytest.raises(ValueError, match="invalid YAML"):
+        sweep_report(tmp_path, tmp_path / "out")
+    (tmp_path / "version_0" / "hparams.yaml").write_text("lr: 1.0e-4\n")
+    with pytest.raises(ValueError, match="no hyperparameter 'famo_gamma'.*lr"):
+        sweep_report(tmp_path, tmp_path / "out")
+    with pytest.raises(ValueError, match="no run logged metric 'val/psnr'"):
+        sweep_report(tmp_path, tmp_path / "out", x="lr", y="lr", metric="val/psnr")
+
+
+def test_lightning_run_reads_cli_config_and_python_tags(tmp_path):
+    _lightning_run(tmp_path / "version_0", {"w_lr": 0.025, "betas": (0.9, 0.999)}, [1.0])
+    (tmp_path / "version_0" / "config.yaml").write_text(yaml.safe_dump({"model": {"famo_gamma": 0.002, "w_lr": 9.0}}))
+    (run,) = find_runs(tmp_path)
+    assert run.hparams["betas"] == [0.9, 0.999]  # hparams.yaml as Lightning writes it: !!python/tuple
+    assert lookup(run.hparams, "famo_gamma") == 0.002  # from LightningCLI's config.yaml
+    assert lookup(run.hparams, "w_lr") == 0.025  # the exact key wins over model.w_lr
+    assert run.metrics == {"epoch": 0.0, "step": 0.0, "train/loss": 2.0, "val/loss": 1.0}
+
+
+def test_lookup_by_suffix():
+    hparams = {"model.famo_gamma": 0.1, "a.lr": 1, "b.lr": 2, "lr": 3, "x.w": 5, "y.w": 5}
+    assert lookup(hparams, "famo_gamma") == 0.1
+    assert lookup(hparams, "lr") == 3
+    assert lookup(hparams, "w") == 5
+    with pytest.raises(ValueError, match="ambiguous"):
+        lookup({"a.lr": 1, "b.lr": 2}, "lr")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="lit-hpcm")
+    subparsers = parser.add_subparsers()
+    register_rd_plot(subparsers)
+    register_sweep_report(subparsers)
+    return parser.parse_args(argv)
+
+
+def test_rd_plot_command(tmp_path, capsys):
+    results = write_results(tmp_path / "ours.json", RDCurve("ours", "psnr", ANCHOR_BPP, ANCHOR_PSNR))
+    out = tmp_path / "rd.png"
+    args = _parse(["rd-plot", str(results), "--ref", "vtm-kodak", "--ref", "hpcm-base-kodak", "-o", str(out)])
+    assert args.func(args) == 0
+    assert (tmp_path / "rd.png").stat().st_size > 0
+    table = (tmp_path / "rd_bd.md").read_text()
+    assert "vs vtm-kodak" in table and "hpcm-base-kodak" in table and "ours" in table
+    with open(tmp_path / "rd_bd.csv") as handle:
+        assert [row["curve"] for row in csv.DictReader(handle)] == ["ours", "hpcm-base-kodak"]
+
+    args = _parse(["rd-plot", str(tmp_path / "missing.json"), "-o", str(tmp_path / "x.png")])
+    assert args.func(args) == 2
+    assert "lit-hpcm rd-plot: error:" in capsys.readouterr().err
+
+
+def test_sweep_report_command(tmp_path, capsys):
+    _lightning_run(tmp_path / "runs" / "version_0", {"model": {"famo_gamma": 0.001, "w_lr": 0.025}}, [0.5])
+    args = _parse(["sweep-report", str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--top-k", "1"])
+    assert args.func(args) == 0
+    assert "version_0" in capsys.readouterr().out
+    args = _parse(["sweep-report", str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--x", "nope"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "no hyperparameter 'nope'" in err and "Traceback" not in err
