@@ -119,18 +119,67 @@ def import_official(state_dict: Mapping[str, torch.Tensor], preset: str = "base"
     return ours
 
 
+WEIGHTS_FORMAT = "lit-hpcm-weights"
+
+
+def _read(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt, truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], preset: str, path: str | Path) -> Path:
+    """Write our HPCM weights as a small self-describing file (what `import-official` produces)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": WEIGHTS_FORMAT, "preset": preset, "state_dict": dict(state_dict)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_weights(path: str | Path, preset: str) -> dict[str, torch.Tensor]:
+    """Our HPCM state_dict from any weights file: a lit-hpcm weights file, a Lightning checkpoint of
+    LitHPCM, or an official HPCM file. A file made for another preset is a `CheckpointError`."""
+    obj = _read(path)
+    if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
+        found, state = obj.get("preset"), obj["state_dict"]
+    elif isinstance(obj, Mapping) and "state_dict" in obj and "pytorch-lightning_version" in obj:
+        found = obj.get("hyper_parameters", {}).get("preset")
+        state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+    else:
+        return import_official(obj, preset)
+    if found != preset:
+        raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
+    return state
+
+
+def load_model(path: str | Path, preset: str | None = None, device: torch.device | str = "cpu") -> HPCM:
+    """An HPCM ready to code (eval mode, CDF tables built) from any weights file.
+
+    The preset comes from the file where it says (lit-hpcm files, Lightning checkpoints); official
+    files need `preset` (default "base").
+    """
+    obj = _read(path)
+    found = None
+    if isinstance(obj, Mapping):
+        found = obj.get("preset") if obj.get("format") == WEIGHTS_FORMAT else obj.get("hyper_parameters", {}).get("preset")
+    if found and preset and found != preset:
+        raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
+    preset = found or preset or "base"
+    model = HPCM(preset)
+    model.load_state_dict(load_weights(path, preset), strict=False)
+    model.update()
+    return model.to(device).eval()
+
+
 def load_official(path_or_state_dict, preset: str = "base") -> HPCM:
     """An HPCM with official weights, CDF tables built (`update()` done), in eval mode."""
-    if isinstance(path_or_state_dict, (str, Path)):
-        path = Path(path_or_state_dict)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for corrupt or foreign files
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from None
-    else:
-        state = path_or_state_dict
+    state = _read(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else path_or_state_dict
     model = HPCM(preset)
     model.load_state_dict(import_official(state, preset), strict=False)
     model.update()

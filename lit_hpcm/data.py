@@ -356,11 +356,14 @@ class ImageDataModule(LightningDataModule):
         return self._eval_skipped + (self.train_set.skipped_files if self.train_set is not None else 0)
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        # An own generator: creating an iterator then draws its worker seed from it, not from the
+        # global RNG that drives the model's training noise, so a resumed run keeps that RNG in step.
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
             **kwargs,
         )
 

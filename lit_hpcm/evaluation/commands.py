@@ -8,11 +8,9 @@ unusable — a missing file, a curve BD metrics cannot use, a run folder without
 from __future__ import annotations
 
 import argparse
-import sys
-from functools import wraps
 from pathlib import Path
-from typing import Callable
 
+from ..cli_support import reporting_errors
 from .bd import METHODS
 from .plots import bd_table, rd_plot, write_table
 from .reference import METRICS
@@ -20,24 +18,7 @@ from .results import read_curve
 from .sweep import sweep_report
 
 
-def _reporting_errors(command: str) -> Callable:
-    """Turn ``ValueError`` / ``OSError`` from a command into a stderr message and exit code 2."""
-
-    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        @wraps(run)
-        def guarded(args: argparse.Namespace) -> int:
-            try:
-                return run(args)
-            except (ValueError, OSError) as err:
-                print(f"lit-hpcm {command}: error: {err}", file=sys.stderr)
-                return 2
-
-        return guarded
-
-    return decorate
-
-
-@_reporting_errors("rd-plot")
+@reporting_errors("rd-plot")
 def run_rd_plot(args: argparse.Namespace) -> int:
     """Plot result files and reference curves, and tabulate BD metrics against the anchor."""
     sources = [*args.results, *args.ref]
@@ -54,7 +35,7 @@ def run_rd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reporting_errors("sweep-report")
+@reporting_errors("sweep-report")
 def run_sweep_report(args: argparse.Namespace) -> int:
     """Write the sweep report for the runs under ``args.runs_dir``."""
     report = sweep_report(
@@ -75,7 +56,7 @@ def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument("results", nargs="*", metavar="RESULTS.json", help="results files (CompressAI layout)")
     parser.add_argument(
-        "--ref", action="append", default=[], metavar="NAME", help="built-in reference curve (repeatable)"
+        "--ref", action="extend", nargs="+", default=[], metavar="NAME", help="built-in reference curve(s)"
     )
     parser.add_argument("--metric", choices=METRICS, default="psnr", help="quality axis (default: psnr)")
     parser.add_argument(

@@ -156,6 +156,7 @@ class HPCM(CompressionModel):
         table = official_scale_table() if scale_table is None else scale_table
         self.y_entropy.update_scale_table(torch.as_tensor(table).tolist(), force=force)
         self.hyperprior.update()
+        self._codec_fingerprint = None  # weights may have changed since the last file was written
         return True
 
     @torch.no_grad()

@@ -1,0 +1,172 @@
+"""Image <-> file bytes on top of `HPCM.compress` / `HPCM.decompress`.
+
+File layout (all integers big-endian)::
+
+    magic "HPCM" | u8 format version | u8 len + preset name | u32 width | u32 height
+    | u8 len + original PIL mode | u8 device kind (0 cpu, 1 cuda) | u32 model fingerprint
+    | u32 payload length | u32 CRC-32 of payload | payload
+
+    payload = u32 len + z string | y string
+
+The fingerprint (CRC-32 of the model's parameters) and the device kind guard against the silent
+failure of learned codecs: a stream decoded by different weights, or on a device whose float
+arithmetic differs from the encoder's, decodes without error into a wrong image. Such files are
+refused with a message instead. Every malformed input raises `ValueError`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .images import image_to_tensor, tensor_to_image
+from .models import HPCM
+
+MAGIC = b"HPCM"
+FORMAT_VERSION = 1
+DEVICE_KINDS = ("cpu", "cuda")
+_GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file says about itself."""
+
+    preset: str
+    width: int
+    height: int
+    mode: str
+    device: str
+    fingerprint: int
+
+
+def model_fingerprint(model: HPCM) -> int:
+    """CRC-32 over the model's parameters (float32 bytes, state_dict order); cached until `update()`."""
+    cached = getattr(model, "_codec_fingerprint", None)
+    if cached is None:
+        crc = 0
+        for _, param in sorted(model.named_parameters()):
+            crc = zlib.crc32(param.detach().float().cpu().contiguous().numpy().tobytes(), crc)
+        cached = crc
+        model._codec_fingerprint = cached
+    return cached
+
+
+def _device_of(model: HPCM) -> str:
+    kind = next(model.parameters()).device.type
+    if kind not in DEVICE_KINDS:
+        raise ValueError(f"the image codec runs on {DEVICE_KINDS}, not on {kind!r}")
+    return kind
+
+
+def _pack_str(text: str) -> bytes:
+    raw = text.encode("ascii")
+    return struct.pack(">B", len(raw)) + raw
+
+
+def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
+    """A PIL image (any mode) or an RGB tensor [3, H, W] in [0, 1] -> the bytes of one file."""
+    if isinstance(image, Image.Image):
+        mode, x = image.mode, image_to_tensor(image)
+    else:
+        mode, x = "RGB", image
+    if x.dim() != 3 or x.shape[0] != 3 or min(x.shape[1:]) < 1:
+        raise ValueError(f"expected an image tensor [3, H, W], got {tuple(x.shape)}")
+    device = _device_of(model)
+    encoded = model.compress(x.unsqueeze(0).to(next(model.parameters()).device))
+    (y_string,), (z_string,) = encoded["strings"]
+    payload = struct.pack(">I", len(z_string)) + z_string + y_string
+    height, width = x.shape[1:]
+    header = (
+        MAGIC
+        + struct.pack(">B", FORMAT_VERSION)
+        + _pack_str(model.preset)
+        + struct.pack(">II", width, height)
+        + _pack_str(mode)
+        + struct.pack(">BI", DEVICE_KINDS.index(device), model_fingerprint(model))
+        + struct.pack(">II", len(payload), zlib.crc32(payload))
+    )
+    return header + payload
+
+
+class _Reader:
+    """Bounds-checked reads from a byte string; running off the end is a `ValueError`."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError(f"truncated HPCM file: {what} needs {n} bytes, {len(self.data) - self.pos} left")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str, what: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def text(self, what: str) -> str:
+        (n,) = self.unpack(">B", what)
+        try:
+            return self.take(n, what).decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError(f"corrupt HPCM file: {what} is not ASCII") from None
+
+
+def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
+    """Parse and check a file: (header, z string, y string). Anything malformed -> ValueError."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise ValueError(f"expected bytes, got {type(data).__name__}")
+    reader = _Reader(bytes(data))
+    if reader.take(len(MAGIC), "magic") != MAGIC:
+        raise ValueError("not an HPCM file (bad magic)")
+    (version,) = reader.unpack(">B", "format version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"HPCM file format version {version} is not supported (this build reads {FORMAT_VERSION})")
+    preset = reader.text("preset")
+    width, height = reader.unpack(">II", "image size")
+    mode = reader.text("image mode")
+    device_code, fingerprint = reader.unpack(">BI", "device and fingerprint")
+    length, crc = reader.unpack(">II", "payload length and CRC")
+    payload = reader.take(length, "payload")
+    if reader.pos != len(reader.data):
+        raise ValueError(f"corrupt HPCM file: {len(reader.data) - reader.pos} unexpected bytes after the payload")
+    if zlib.crc32(payload) != crc:
+        raise ValueError("corrupt HPCM file: payload CRC mismatch")
+    if device_code >= len(DEVICE_KINDS) or width < 1 or height < 1 or width * height > 1 << 28:
+        raise ValueError("corrupt HPCM file: impossible header values")
+    (z_length,) = struct.unpack(">I", payload[:4]) if len(payload) >= 4 else (None,)
+    if z_length is None or z_length > len(payload) - 4:
+        raise ValueError("corrupt HPCM file: bad z-string length")
+    header = Header(preset, width, height, mode, DEVICE_KINDS[device_code], fingerprint)
+    return header, payload[4 : 4 + z_length], payload[4 + z_length :]
+
+
+def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
+    """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly."""
+    header, z_string, y_string = read_header(data)
+    if header.preset != model.preset:
+        raise ValueError(f"file was encoded with preset {header.preset!r}; this model is {model.preset!r}")
+    if header.fingerprint != model_fingerprint(model):
+        raise ValueError("file was encoded with different model weights (fingerprint mismatch)")
+    device = _device_of(model)
+    if header.device != device:
+        raise ValueError(
+            f"file was encoded on {header.device} and this model runs on {device}: learned entropy coding "
+            "is only exact on the same kind of device; decode it there"
+        )
+    decoded = model.decompress([[y_string], [z_string]], (header.height, header.width))
+    return decoded["x_hat"][0], header
+
+
+def decode(data: bytes, model: HPCM) -> Image.Image:
+    """File bytes -> PIL image (8-bit; grayscale originals come back as "L", everything else as "RGB")."""
+    x, header = decode_tensor(data, model)
+    return tensor_to_image(x, "L" if header.mode in _GRAYSCALE_MODES else "RGB")
+
+
+__all__ = ["Header", "decode", "decode_tensor", "encode", "model_fingerprint", "read_header"]

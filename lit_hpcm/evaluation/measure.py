@@ -1,0 +1,77 @@
+"""Real-bitstream measurement of one image: file bytes, 8-bit quality, timings.
+
+Shared by `LitHPCM.test_step` and `lit-hpcm eval`, so both report the same numbers: bpp counts the
+whole file written by `lit_hpcm.codec` (header included); PSNR and MS-SSIM compare the 8-bit images
+a user would actually store (original and reconstruction rounded to integers in [0, 255]).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import torch
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+
+from .. import codec
+from ..images import quantize_to_8bit
+from ..models import HPCM
+
+# MS-SSIM's five scales with an 11-pixel window need at least 161 pixels per side.
+MS_SSIM_MIN_SIDE = 161
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_image(model: HPCM, x: torch.Tensor, name: str) -> dict[str, Any]:
+    """One row for image x [3, H, W] in [0, 1] (on the model's device); `model.update()` must be done."""
+    device = next(model.parameters()).device
+    _synchronize(device)
+    start = time.perf_counter()
+    data = codec.encode(model, x)
+    _synchronize(device)
+    encoded = time.perf_counter()
+    x_hat, _ = codec.decode_tensor(data, model)
+    _synchronize(device)
+    decoded = time.perf_counter()
+    original = quantize_to_8bit(x).double()
+    recon = quantize_to_8bit(x_hat).double()
+    mse = float((original - recon).pow(2).mean())
+    height, width = x.shape[-2:]
+    row = {
+        "name": name,
+        "height": int(height),
+        "width": int(width),
+        "bytes": len(data),
+        "bpp": 8.0 * len(data) / (height * width),
+        "psnr-rgb": float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse),
+        "ms-ssim-rgb": None,
+        "ms-ssim-db-rgb": None,
+        "encoding_time": encoded - start,
+        "decoding_time": decoded - encoded,
+    }
+    if min(height, width) >= MS_SSIM_MIN_SIDE:
+        value = float(ms_ssim(recon[None] / 255, original[None] / 255, data_range=1.0))
+        row["ms-ssim-rgb"] = value
+        row["ms-ssim-db-rgb"] = -10 * math.log10(max(1 - value, 1e-12))
+    return row
+
+
+def summarize(rows: Sequence[dict[str, Any]], name: str, description: str = "", meta: dict | None = None) -> dict:
+    """Rows of one model -> one RD point in CompressAI's results layout, rows kept under `per_image`.
+
+    Metrics are means over images (as CompressAI's eval_model reports them); MS-SSIM means are over
+    the images large enough for it and are omitted when there are none.
+    """
+    if not rows:
+        raise ValueError("no images were measured")
+    results: dict[str, list[float]] = {}
+    for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time", "decoding_time"):
+        values = [r[key] for r in rows if r[key] is not None]
+        if values:
+            results[key] = [sum(values) / len(values)]
+    return {"name": name, "description": description, "meta": meta or {}, "results": results, "per_image": list(rows)}

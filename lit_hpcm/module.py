@@ -1,0 +1,342 @@
+"""LitHPCM: HPCM training with Balanced Rate-Distortion optimization, by manual optimization.
+
+One training step, in order::
+
+    x ──▶ HPCM ──▶ task losses L (distortion, rate | distortion, rate_z, rate_s1, rate_s2, rate_s3)
+      objective = Σ L                          (balancing "none": the official λ·255²·MSE + bpp)
+                | FAMO(L) = Σ z_i log(L_i − m_i + ε) / c   (balancing "famo")
+      non-finite objective (on any rank) ──▶ skip, count, nothing changes
+      backward ──▶ drop grads of frozen groups ──▶ non-finite grads ──▶ skip, count
+      clip (Lightning, norm) ──▶ optimizer step (Adam | cautious Adam)
+      FAMO logits step with δ = log D(L before) − log D(L after), L averaged over DDP ranks;
+        "after" = the same batch re-run under no_grad ("same_batch", the paper's recipe), or the next
+        batch's pre-step losses ("next_batch": no extra forward, one step of delay, other images).
+
+Validation runs the eval-mode forward (hard rounding) and logs rates from likelihoods; `test`
+writes every image to real file bytes and back (`lit_hpcm.codec`) and reports bytes-based bpp.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional, Sequence, Union
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from .checkpoints import CheckpointError, load_weights
+from .evaluation.measure import measure_image, summarize
+from .images import save_image
+from .models import HPCM
+from .optim import FAMO, CautiousAdam
+from .tasks import SCALES, task_losses, task_names
+
+
+def _images(batch) -> torch.Tensor:
+    """Training batches are tensors [B, 3, H, W]; evaluation batches dicts with "image" and "name"."""
+    return batch["image"] if isinstance(batch, dict) else batch
+
+
+class LitHPCM(L.LightningModule):
+    """HPCM + R-D loss + optimizer + optional FAMO task balancing.
+
+    Args:
+        preset, model_options: the network (`HPCM(preset, **model_options)`).
+        lmbda: R-D trade-off λ; distortion is λ·255²·MSE ("mse") or λ·(1 − MS-SSIM) ("ms-ssim").
+        optimizer: "adam" (official HPCM recipe) or "cautious_adam" (Balanced R-D).
+        lr, betas, weight_decay: optimizer settings; lr_multipliers: per parameter group
+            (g_a, g_s, h_a, h_s, context, entropy) factors on lr.
+        balancing: "none" or "famo"; task_set: "rd" or "scales"; famo_gamma (float or per task),
+            famo_w_lr, famo_update ("same_batch" | "next_batch"), task_priors (per task) or
+            scale_weights ([s1, s2, s3] priors of the scale rates).
+        clip_grad_norm: gradient-norm clip (None: off).
+        lr_scheduler: "none", "multistep" (lr_milestones in epochs × lr_decay) or "plateau"
+            (ReduceLROnPlateau on `scheduler_monitor`, factor lr_decay, plateau_patience epochs).
+        init_weights: start from these weights (our checkpoint or an official file; not a resume).
+        log_images: how many validation reconstructions to log per validation run.
+        test_results: where `test` writes its JSON (default: <log dir>/test_results.json).
+    """
+
+    def __init__(
+        self,
+        preset: str = "base",
+        model_options: Optional[dict] = None,
+        lmbda: float = 0.0067,
+        distortion: Literal["mse", "ms-ssim"] = "mse",
+        optimizer: Literal["adam", "cautious_adam"] = "adam",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_multipliers: Optional[dict[str, float]] = None,
+        balancing: Literal["none", "famo"] = "none",
+        task_set: Literal["rd", "scales"] = "rd",
+        famo_gamma: Union[float, list[float]] = 0.001,
+        famo_w_lr: float = 0.025,
+        famo_update: Literal["same_batch", "next_batch"] = "same_batch",
+        task_priors: Optional[list[float]] = None,
+        scale_weights: Optional[list[float]] = None,
+        clip_grad_norm: Optional[float] = 1.0,
+        lr_scheduler: Literal["none", "multistep", "plateau"] = "none",
+        lr_milestones: Sequence[int] = (),
+        lr_decay: float = 0.1,
+        plateau_patience: int = 10,
+        scheduler_monitor: str = "val/loss",
+        init_weights: Optional[str] = None,
+        log_images: int = 2,
+        test_results: Optional[str] = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.model = HPCM(preset, **(model_options or {}))
+        self.task_names = task_names(task_set)
+        self.balancing = balancing
+        self.famo = self._build_famo() if balancing == "famo" else None
+        self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
+        self.frozen_groups: set[str] = set()
+        self.skipped_steps = 0
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self._test_rows: list[dict] = []
+        if init_weights:
+            self.model.load_state_dict(load_weights(init_weights, preset), strict=False)
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _build_famo(self) -> FAMO:
+        hp = self.hparams
+        priors = hp.task_priors
+        if hp.scale_weights is not None:
+            if hp.task_set != "scales" or len(hp.scale_weights) != 3:
+                raise ValueError("scale_weights needs task_set 'scales' and three values [s1, s2, s3]")
+            if priors is not None:
+                raise ValueError("give task_priors or scale_weights, not both")
+            priors = [1.0, 1.0, *hp.scale_weights]
+        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors)
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """FAMO's per-task γ vector [n_tasks] (a copy)."""
+        if self.famo is None:
+            raise ValueError("γ exists only with balancing: famo")
+        return self.famo.gamma.detach().clone()
+
+    def set_gamma(self, values) -> None:
+        """Set FAMO's γ (a float for every task, or one value per task in `task_names` order)."""
+        if self.famo is None:
+            raise ValueError("γ can only be set with balancing: famo")
+        self.famo.set_gamma(values)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = self.model.parameter_groups()
+        unknown = sorted(set(self.lr_multipliers) - set(groups))
+        if unknown:
+            raise ValueError(f"lr_multipliers for unknown groups {unknown}; groups are {list(groups)}")
+        param_groups = [
+            {"params": [p for _, p in members], "name": name, "lr": hp.lr * self.lr_multipliers.get(name, 1.0)}
+            for name, members in groups.items()
+        ]
+        optimizer_class = {"adam": torch.optim.Adam, "cautious_adam": CautiousAdam}[hp.optimizer]
+        optimizer = optimizer_class(param_groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if hp.lr_scheduler == "none":
+            return optimizer
+        if hp.lr_scheduler == "multistep":
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_decay)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=hp.lr_decay, patience=hp.plateau_patience
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": hp.scheduler_monitor}}
+
+    # -- the math of a step ------------------------------------------------------------------------
+    def _distortion(self, x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted distortion λ·D, MSE) for images [B, 3, H, W]."""
+        mse = F.mse_loss(x_hat.float(), x.float())
+        if self.hparams.distortion == "mse":
+            return self.hparams.lmbda * 255.0**2 * mse, mse
+        return self.hparams.lmbda * (1 - ms_ssim(x_hat.float(), x.float(), data_range=1.0)), mse
+
+    def _losses(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Task losses [n_tasks] of batch x, and what to log about it."""
+        out = self.model(x)
+        distortion, mse = self._distortion(x, out["x_hat"])
+        num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        losses = task_losses(self.hparams.task_set, distortion, out["bits"], num_pixels)
+        stats = {"distortion": distortion, "mse": mse, "bpp": sum(out["bits"].values()).sum() / num_pixels}
+        stats |= {f"bpp_{s}": out["bits"][s].sum() / num_pixels for s in SCALES}
+        return losses, stats | {"x_hat": out["x_hat"]}
+
+    def _synced(self, losses: torch.Tensor) -> torch.Tensor:
+        """Task losses averaged over DDP ranks (identical on every rank), detached."""
+        return self.trainer.strategy.reduce(losses.detach().clone(), reduce_op="mean")
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True if `flag` holds on any DDP rank (so every rank takes the same branch)."""
+        return bool(self.trainer.strategy.reduce_boolean_decision(flag, all=False))
+
+    def training_step(self, batch, batch_idx):
+        x = _images(batch)
+        optimizer = self.optimizers()
+        losses, stats = self._losses(x)
+        if self._any_rank(not bool(torch.isfinite(losses).all())):
+            return self._skip("loss")
+        synced_before = self._synced(losses)
+        famo = self.famo
+        if famo is not None and self.hparams.famo_update == "next_batch":
+            previous = famo.take_prev()
+            if previous is not None:
+                famo.update(previous, synced_before)
+        objective = famo.balanced_loss(losses) if famo is not None else losses.sum()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(objective)
+        self._drop_frozen_grads()
+        if self._any_rank(not self._grads_finite()):
+            optimizer.zero_grad(set_to_none=True)
+            return self._skip("gradient")
+        if self.hparams.clip_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        if famo is not None:
+            if self.hparams.famo_update == "same_batch":
+                with torch.no_grad():
+                    after, _ = self._losses(x)
+                famo.update(synced_before, self._synced(after))
+            else:
+                famo.remember(synced_before)
+        self._log_step("train", objective, synced_before, stats, x.shape[0])
+        return objective.detach()
+
+    def _drop_frozen_grads(self) -> None:
+        if not self.frozen_groups:
+            return
+        for group in self.frozen_groups:
+            for _, param in self.model.parameter_groups()[group]:
+                param.grad = None
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all())
+
+    def _skip(self, what: str) -> None:
+        """Skip a step whose loss or gradient is not finite: nothing is updated, the count is logged."""
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        if self.skipped_steps <= 10 or self.skipped_steps % 100 == 0:
+            self.print(f"lit-hpcm: skipped step {self.global_step} (non-finite {what}); {self.skipped_steps} skipped so far")
+        return None
+
+    def _log_step(self, stage: str, objective, losses, stats, batch_size: int) -> None:
+        on_step = stage == "train"
+        values = {f"{stage}/loss": losses.sum(), f"{stage}/objective": objective.detach()}
+        values |= {f"{stage}/{k}": v.detach() for k, v in stats.items() if k != "x_hat"}
+        values[f"{stage}/psnr"] = -10 * torch.log10(stats["mse"].detach().clamp_min(1e-10))
+        self.log_dict(values, on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=not on_step)
+        if stage != "train":
+            return
+        extra = {"train/skipped_steps": float(self.skipped_steps)}
+        extra |= {f"lr/{g['name']}": g["lr"] for g in self.optimizers().param_groups}
+        if self.famo is not None:
+            weights, gamma = self.famo.weights(), self.famo.gamma
+            extra |= {f"weight/{n}": float(w) for n, w in zip(self.task_names, weights)}
+            extra |= {f"gamma/{n}": float(g) for n, g in zip(self.task_names, gamma)}
+        self.log_dict(extra, on_step=True, on_epoch=False)
+
+    # -- schedulers --------------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.hparams.lr_scheduler == "multistep":
+            scheduler.step()
+
+    def on_validation_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers() if self.trainer.state.fn == "fit" else None
+        monitor = self.hparams.scheduler_monitor
+        if scheduler is not None and self.hparams.lr_scheduler == "plateau" and not self.trainer.sanity_checking:
+            if monitor not in self.trainer.callback_metrics:
+                raise ValueError(f"ReduceLROnPlateau monitors {monitor!r}, which was not logged")
+            scheduler.step(self.trainer.callback_metrics[monitor])
+
+    # -- validation ------------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        x = _images(batch)
+        losses, stats = self._losses(x)
+        self._log_step("val", losses.sum(), losses, stats, x.shape[0])
+        self.val_psnr(stats["x_hat"].clamp(0, 1), x)
+        self.log("val/psnr_rgb", self.val_psnr, on_epoch=True, batch_size=x.shape[0])
+        if batch_idx < self.hparams.log_images and isinstance(batch, dict):
+            self._log_reconstruction(batch["name"][0], stats["x_hat"][0].clamp(0, 1))
+
+    def _log_reconstruction(self, name: str, x_hat: torch.Tensor) -> None:
+        """Log one reconstruction to every logger that takes images; CSV logs get a PNG file."""
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        key = f"val/reconstruction/{Path(name).stem}"
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key=key, images=[x_hat.float().cpu()], step=self.global_step)
+            elif getattr(logger, "log_dir", None):
+                target = Path(logger.log_dir) / "reconstructions" / f"step{self.global_step:08d}_{Path(name).stem}.png"
+                save_image(x_hat.float().cpu(), target)
+
+    # -- test: real bitstreams ---------------------------------------------------------------------
+    def on_test_start(self) -> None:
+        self.model.update()
+        self._test_rows = []
+
+    def test_step(self, batch, batch_idx):
+        for x, name in zip(batch["image"], batch["name"]):
+            row = measure_image(self.model, x, name)
+            self._test_rows.append(row)
+            self.log_dict(
+                {"test/bpp": row["bpp"], "test/psnr": row["psnr-rgb"], "test/encode_s": row["encoding_time"],
+                 "test/decode_s": row["decoding_time"]},
+                on_epoch=True, batch_size=1,
+            )
+
+    def on_test_epoch_end(self) -> None:
+        rows = self._test_rows
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        if not self.trainer.is_global_zero:
+            return
+        hp = self.hparams
+        summary = summarize(
+            rows,
+            name=f"lit-hpcm {hp.preset} λ={hp.lmbda}",
+            description="real bitstreams (lit_hpcm.codec files); PSNR and MS-SSIM on 8-bit images",
+            meta={"preset": hp.preset, "lmbda": hp.lmbda, "optimizer": hp.optimizer, "balancing": hp.balancing,
+                  "task_set": hp.task_set, "global_step": self.global_step},
+        )
+        target = Path(hp.test_results) if hp.test_results else Path(self.trainer.log_dir or ".") / "test_results.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(summary, indent=2) + "\n")
+        self.print(f"lit-hpcm: test results for {len(rows)} images -> {target}")
+        self.print(json.dumps({k: round(v[0], 4) for k, v in summary["results"].items()}))
+
+    # -- checkpoint state --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Besides weights and optimizer: counters, freezing, and the RNG states that drive training noise."""
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "frozen_groups": sorted(self.frozen_groups),
+                                  "lr_multipliers": dict(self.lr_multipliers), "rng": rng}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "state_dict" not in checkpoint:
+            raise CheckpointError("not a lit-hpcm Lightning checkpoint (no state_dict)")
+        state = checkpoint.get("lit_hpcm", {})
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.frozen_groups = set(state.get("frozen_groups", ()))
+        self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))
+        rng = state.get("rng", {})
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
