@@ -4,7 +4,7 @@ File layout (all integers big-endian)::
 
     magic "HPCM" | u8 format version | u8 len + preset name | u32 width | u32 height
     | u8 len + original PIL mode | u8 device kind (0 cpu, 1 cuda) | u32 model fingerprint
-    | u32 payload length | u32 CRC-32 of payload | payload
+    | u32 payload length | payload | u32 CRC-32 of every byte before it
 
     payload = u32 len + z string | y string
 
@@ -88,9 +88,10 @@ def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
         + struct.pack(">II", width, height)
         + _pack_str(mode)
         + struct.pack(">BI", DEVICE_KINDS.index(device), model_fingerprint(model))
-        + struct.pack(">II", len(payload), zlib.crc32(payload))
+        + struct.pack(">I", len(payload))
     )
-    return header + payload
+    body = header + payload
+    return body + struct.pack(">I", zlib.crc32(body))
 
 
 class _Reader:
@@ -121,7 +122,12 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
     """Parse and check a file: (header, z string, y string). Anything malformed -> ValueError."""
     if not isinstance(data, (bytes, bytearray)):
         raise ValueError(f"expected bytes, got {type(data).__name__}")
-    reader = _Reader(bytes(data))
+    data = bytes(data)
+    if data[: len(MAGIC)] != MAGIC:
+        raise ValueError("not an HPCM file (bad magic)")
+    if len(data) < len(MAGIC) + 4 or zlib.crc32(data[:-4]) != struct.unpack(">I", data[-4:])[0]:
+        raise ValueError("corrupt or truncated HPCM file: CRC mismatch")
+    reader = _Reader(data[:-4])
     if reader.take(len(MAGIC), "magic") != MAGIC:
         raise ValueError("not an HPCM file (bad magic)")
     (version,) = reader.unpack(">B", "format version")
@@ -131,12 +137,10 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
     width, height = reader.unpack(">II", "image size")
     mode = reader.text("image mode")
     device_code, fingerprint = reader.unpack(">BI", "device and fingerprint")
-    length, crc = reader.unpack(">II", "payload length and CRC")
+    (length,) = reader.unpack(">I", "payload length")
     payload = reader.take(length, "payload")
     if reader.pos != len(reader.data):
         raise ValueError(f"corrupt HPCM file: {len(reader.data) - reader.pos} unexpected bytes after the payload")
-    if zlib.crc32(payload) != crc:
-        raise ValueError("corrupt HPCM file: payload CRC mismatch")
     if device_code >= len(DEVICE_KINDS) or width < 1 or height < 1 or width * height > 1 << 28:
         raise ValueError("corrupt HPCM file: impossible header values")
     (z_length,) = struct.unpack(">I", payload[:4]) if len(payload) >= 4 else (None,)
