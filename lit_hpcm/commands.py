@@ -114,5 +114,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("import-official", help="official HPCM .pth.tar -> lit-hpcm weights file")
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)
-    p.add_argument("--preset", choices=["base", "large"], default="base")
+    p.add_argument("--preset", choices=["base", "large", "tiny"], default="base")
     p.set_defaults(func=run_import_official)
