@@ -1,0 +1,73 @@
+"""TopKCheckpoint: the kept files and the manifest after a scripted run, and after a resumed one."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import TopKCheckpoint
+
+# val/loss per epoch: best two end as epochs 4 and 1 (epoch 2 is evicted at epoch 4), last two are 4 and 5.
+SCRIPT = [5.0, 1.0, 2.0, 4.0, 0.5, 6.0]
+EXPECTED = {1: "best", 4: "both", 5: "last"}
+
+
+class Scripted(L.LightningModule):
+    """A linear model whose validation loss follows SCRIPT (two training steps per epoch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", SCRIPT[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(4, 2)), batch_size=2)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(1, 2)), batch_size=1)
+
+
+def fit(dirpath, epochs, ckpt_path=None):
+    callback = TopKCheckpoint(dirpath, save_top_k=2, save_last_n=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback],
+                        default_root_dir=dirpath)
+    trainer.fit(Scripted(), ckpt_path=ckpt_path)
+    return callback
+
+
+def check_kept_files(dirpath):
+    files = sorted(p.name for p in dirpath.iterdir())
+    expected = [f"epoch={e}-step={2 * (e + 1)}.ckpt" for e in EXPECTED]
+    assert files == sorted([*expected, "checkpoints.json", "last.ckpt"])
+    manifest = json.loads((dirpath / "checkpoints.json").read_text())
+    assert [(m["epoch"], m["kind"]) for m in manifest] == list(EXPECTED.items())
+    assert [m["metric"] for m in manifest] == [SCRIPT[e] for e in EXPECTED]
+    assert [m["step"] for m in manifest] == [2 * (e + 1) for e in EXPECTED]
+    assert all(m["path"] == str(dirpath / name) for m, name in zip(manifest, expected))
+
+
+def test_best_k_and_last_n_after_six_epochs(tmp_path):
+    callback = fit(tmp_path, 6)
+    check_kept_files(tmp_path)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 5
+    assert callback.best_model_path.endswith("epoch=4-step=10.ckpt")
+
+
+def test_resumed_run_keeps_managing_the_same_files(tmp_path):
+    fit(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.glob("epoch=*")) == [
+        "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"]  # best 1, 2 = last 1, 2 (epoch 0 evicted)
+    fit(tmp_path, 6, ckpt_path="last")
+    check_kept_files(tmp_path)
