@@ -212,8 +212,9 @@ class LitHPCM(L.LightningModule):
     def _drop_frozen_grads(self) -> None:
         if not self.frozen_groups:
             return
+        groups = self.model.parameter_groups()
         for group in self.frozen_groups:
-            for _, param in self.model.parameter_groups()[group]:
+            for _, param in groups[group]:
                 param.grad = None
 
     def _grads_finite(self) -> bool:
