@@ -123,6 +123,14 @@ class HPCM(CompressionModel):
             self._layouts[key] = LatentLayout(self.config.latent_channels, height, width, device)
         return self._layouts[key]
 
+    def prepare_layout(self, x: torch.Tensor) -> LatentLayout:
+        """Build (and cache) the layout an input batch x [B, 3, H, W] will use.
+
+        Called eagerly before a compiled forward: the layout's index maps come from data-dependent
+        ops (nonzero) that a graph compiler cannot trace, while a cache hit inside the graph is free.
+        """
+        return self.layout(*self._latent_size(tuple(x.shape[-2:])), x.device)
+
     # -- training / estimation --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict:
         size = tuple(x.shape[-2:])
@@ -171,13 +179,17 @@ class HPCM(CompressionModel):
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
-        padded = [s + p for s, p in zip(shape, self._padding_of(shape))]
-        y_size = (padded[0] // 16, padded[1] // 16)
+        y_size = self._latent_size(tuple(shape))
         z_hat = self.hyperprior.decompress(strings[1], (y_size[0] // 4, y_size[1] // 4))
         params = self.h_s(z_hat)
         layout = self.layout(*y_size, params.device)
         y_hat = self.context(params, layout, LatentDecoder(strings[0], layout, self.y_entropy))
         return {"x_hat": crop(self.g_s(y_hat), tuple(shape)).clamp_(0, 1)}
+
+    def _latent_size(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of y for images of size (H, W): the padded size over g_a's stride 16."""
+        padded = [s + p for s, p in zip(shape, self._padding_of(shape))]
+        return padded[0] // 16, padded[1] // 16
 
     def _padding_of(self, shape: tuple[int, int]) -> tuple[int, int]:
         left, right, top, bottom = centred_padding(*shape, self.config.pad_multiple)

@@ -33,7 +33,7 @@ class HyperLatentCodec(nn.Module):
 
     def update(self) -> None:
         """Rebuild the per-channel CDF tables from the current scales."""
-        scales = self.entropy.lower_bound_scale(self.scales.detach().flatten().float().cpu())
+        scales = self.entropy.lower_bound_scale(self.scales.detach().flatten().float()).cpu()
         self.entropy.update_scale_table(scales.tolist(), force=True)
 
     def _indexes(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
