@@ -15,3 +15,13 @@ def tiny_model() -> HPCM:
     model = HPCM("tiny").eval()
     model.update()
     return model
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for tests that train or code in-process: on two shared CI cores, two threads per
+    process collapse under contention (a 6-step demo run: 3 s with one thread, minutes with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

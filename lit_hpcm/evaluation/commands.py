@@ -1,4 +1,4 @@
-"""``rd-plot`` and ``sweep-report`` subcommands, registered on the main CLI's argparse subparsers.
+"""``rd-plot``, ``sweep-grid`` and ``sweep-report`` subcommands, registered on the main CLI's argparse subparsers.
 
 Each ``register_*`` adds one subparser whose ``func`` default takes the parsed ``Namespace`` and returns
 an exit code: 0 on success, 2 with a one-line message on stderr (no traceback) when the inputs are
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..cli_support import reporting_errors
 from .bd import METHODS
+from .grid import plan_lines
 from .plots import bd_table, rd_plot, write_table
 from .reference import METRICS
 from .results import read_curve
@@ -35,11 +36,30 @@ def run_rd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+@reporting_errors("sweep-grid")
+def run_sweep_grid(args: argparse.Namespace) -> int:
+    """Print the command of every grid point, one shell-quoted line each (what configs/sweeps/grid.sh runs)."""
+    print("\n".join(plan_lines(args.sweep)))
+    return 0
+
+
+def _where(conditions: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` from ``--where`` as a mapping (``ValueError`` for a condition without ``=``)."""
+    pairs = {}
+    for condition in conditions:
+        key, sep, value = condition.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where needs KEY=VALUE, got {condition!r}")
+        pairs[key] = value
+    return pairs
+
+
 @reporting_errors("sweep-report")
 def run_sweep_report(args: argparse.Namespace) -> int:
     """Write the sweep report for the runs under ``args.runs_dir``."""
     report = sweep_report(
-        args.runs_dir, args.output, x=args.x, y=args.y, metric=args.metric, top_k=args.top_k, mode=args.mode
+        args.runs_dir, args.output, x=args.x, y=args.y, metric=args.metric, top_k=args.top_k, mode=args.mode,
+        columns=args.columns, where=_where(args.where), kind=args.kind,
     )
     best = report.rows[0]
     print(f"best run: {best['run']} ({args.metric} = {best[args.metric]:.6g}); report in {args.output}")
@@ -69,6 +89,19 @@ def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return parser
 
 
+def register_sweep_grid(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``sweep-grid``: expand a W&B grid sweep file into one ``lit-hpcm`` command line per point."""
+    parser = subparsers.add_parser(
+        "sweep-grid",
+        help="print the commands of a grid sweep file (W&B sweep YAML), one line per run",
+        description="Expand a W&B sweep file (method: grid) into the command W&B's agent would run for each grid "
+        "point, shell-quoted, one per line: the plan configs/sweeps/grid.sh loops over without a W&B server.",
+    )
+    parser.add_argument("sweep", type=Path, metavar="SWEEP.yaml")
+    parser.set_defaults(func=run_sweep_grid)
+    return parser
+
+
 def register_sweep_report(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``sweep-report``: ranked run table, x × y heatmap and top-k list for a folder of runs."""
     parser = subparsers.add_parser(
@@ -80,7 +113,16 @@ def register_sweep_report(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="report folder")
     parser.add_argument("--x", default="famo_gamma", metavar="KEY", help="hyperparameter on the x axis")
-    parser.add_argument("--y", default="w_lr", metavar="KEY", help="hyperparameter on the y axis")
+    parser.add_argument("--y", default="famo_w_lr", metavar="KEY", help="hyperparameter on the y axis")
+    parser.add_argument("--columns", nargs="+", default=[], metavar="KEY", help="more hyperparameters in the table")
+    parser.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE",
+        help="only runs with this hyperparameter value (repeatable), e.g. --where optimizer=cautious_adam",
+    )
+    parser.add_argument(
+        "--kind", choices=("all", "csv", "wandb"), default="all",
+        help="which loggers' runs to read (a run logged by both is found once per kind; default: all)",
+    )
     parser.add_argument("--metric", default="val/loss", metavar="NAME", help="metric to rank by (default: val/loss)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="runs listed in top_k.md")
     parser.add_argument("--mode", choices=("min", "max"), default="min", help="whether lower or higher is better")

@@ -18,8 +18,8 @@ from .. import codec
 from ..images import quantize_to_8bit
 from ..models import HPCM
 
-# MS-SSIM's five scales with an 11-pixel window need at least 161 pixels per side.
-MS_SSIM_MIN_SIDE = 161
+# MS-SSIM's five scales with an 11-pixel window: torchmetrics needs side // 16 > 10, i.e. 176 pixels per side.
+MS_SSIM_MIN_SIDE = 176
 
 
 def _synchronize(device: torch.device) -> None:

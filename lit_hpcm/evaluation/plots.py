@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,8 +70,10 @@ def heatmap_plot(
         if math.isfinite(value):
             red, green, blue, _ = image.cmap(image.norm(value))
             ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-            ax.text(col, row, f"{value:.4g}", ha="center", va="center", color=ink, fontsize=8)
-    ax.set_xticks(range(len(x_labels)), labels=list(x_labels))
+            ax.text(col, row, f"{value:.5g}", ha="center", va="center", color=ink, fontsize=8)
+    slanted = max(map(len, x_labels), default=0) > 6  # long labels (lists, mappings) would overlap upright
+    ax.set_xticks(range(len(x_labels)), labels=list(x_labels), rotation=30 if slanted else 0,
+                  ha="right" if slanted else "center")
     ax.set_yticks(range(len(y_labels)), labels=list(y_labels))
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
@@ -126,12 +129,19 @@ def bd_table(curves: Sequence[RDCurve], anchor_name: str, method: str = "pchip")
     return rows
 
 
+def plain(value):
+    """Lists and mappings (sweep hyperparameters such as scale weights) as compact JSON; others unchanged."""
+    if isinstance(value, (list, tuple, Mapping)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return value
+
+
 def _markdown_cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+        return f"{value:.5g}"
+    return str(plain(value)).replace("|", "\\|")
 
 
 def write_table(
@@ -153,4 +163,4 @@ def write_table(
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({key: plain(value) for key, value in row.items()} for row in rows)

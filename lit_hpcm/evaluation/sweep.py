@@ -8,8 +8,11 @@ Two kinds of run folders are recognised anywhere under the runs directory:
   W&B wrote them (online and synced runs), otherwise the run's ``run-*.wandb`` transaction log, which
   is all an offline run of the current W&B client leaves on disk.
 
-A run's hyperparameters are its (nested) config flattened to dotted keys, e.g. ``model.famo_gamma``; its
-final metrics are the last non-empty value of each ``metrics.csv`` column, or the W&B summary.
+A run's hyperparameters are its (nested) config flattened to dotted keys, e.g. ``model.famo_gamma``; a
+nested mapping is also kept whole under its own key (``trainer.callbacks.ProgressiveUnfreezing.schedule``
+holds the schedule, even an empty one), and LightningCLI's lists of ``class_path`` / ``init_args`` entries
+(callbacks, loggers) are keyed by class name. Its final metrics are the last non-empty value of each
+``metrics.csv`` column, or the W&B summary.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import yaml
 
-from .plots import heatmap_plot, write_table
+from .plots import heatmap_plot, plain, write_table
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,30 @@ class SweepReport:
     files: dict[str, Path]
 
 
+def _is_class_entry(value: Any) -> bool:
+    """Whether ``value`` is how LightningCLI writes a class in a config: ``{class_path, init_args}``."""
+    return isinstance(value, Mapping) and isinstance(value.get("class_path"), str)
+
+
+def _by_class_name(entries: list) -> dict[str, Any]:
+    """A LightningCLI list of ``{class_path, init_args}`` entries as {class name: init_args}.
+
+    That way ``trainer.callbacks.ProgressiveUnfreezing.frozen_at_start`` names a callback's argument
+    wherever the callback sits in the list.
+    """
+    return {entry["class_path"].rsplit(".", 1)[-1]: entry.get("init_args") or {} for entry in entries}
+
+
 def _flatten(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for every leaf and every nested mapping (see the module docstring)."""
     flat = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
+        if isinstance(value, list) and value and all(map(_is_class_entry, value)):
+            value = _by_class_name(value)
+        flat[name] = value
         if isinstance(value, Mapping):
             flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
     return flat
 
 
@@ -263,8 +282,33 @@ def _hparam_columns(runs: list[Run], keys: tuple[str, ...]) -> list[dict[str, An
 
 
 def _label(value: Any) -> str:
+    """How a hyperparameter value reads on an axis: numbers in %g, lists and mappings as compact JSON."""
     number = _as_float(value)
-    return f"{number:g}" if number is not None else str(value)
+    return f"{number:g}" if number is not None else str(plain(value))
+
+
+def _wanted_label(text: str) -> str:
+    """The axis label of a ``--where`` value typed on the command line (read as YAML: ``0.002``, ``[entropy]``)."""
+    try:
+        return _label(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return text
+
+
+def _select(runs: list[Run], kind: str, where: Mapping[str, str]) -> list[Run]:
+    """The runs of ``kind`` ("all", "csv" or "wandb") whose hyperparameters have every ``where`` value."""
+    if kind not in ("all", "csv", "wandb"):
+        raise ValueError(f"kind must be 'all', 'csv' or 'wandb', got {kind!r}")
+    selected = [run for run in runs if kind in ("all", run.kind)]
+    if not selected:
+        raise ValueError(f"no {kind} runs found (found: {', '.join(sorted({run.kind for run in runs}))})")
+    for key, text in where.items():
+        values = [_label(column[key]) for column in _hparam_columns(selected, (key,))]
+        kept = [run for run, value in zip(selected, values) if value == _wanted_label(text)]
+        if not kept:
+            raise ValueError(f"no run has {key} = {text}; its values are {', '.join(sorted(set(values)))}")
+        selected = kept
+    return selected
 
 
 def _axis(values: list[Any]) -> list[str]:
@@ -300,30 +344,37 @@ def sweep_report(
     runs_dir: str | Path,
     out_dir: str | Path,
     x: str = "famo_gamma",
-    y: str = "w_lr",
+    y: str = "famo_w_lr",
     metric: str = "val/loss",
     top_k: int = 5,
     mode: str = "min",
+    columns: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
+    kind: str = "all",
 ) -> SweepReport:
     """Rank the runs under ``runs_dir`` by ``metric`` and write the report to ``out_dir``.
 
-    ``x`` and ``y`` are hyperparameter keys, matched exactly or as the suffix of a dotted key
-    (``famo_gamma`` finds ``model.famo_gamma``); ``metric`` is matched exactly. ``mode`` says whether
-    lower (``"min"``) or higher (``"max"``) is better. Writes ``table.csv`` / ``table.md`` (all runs,
-    best first), ``heatmap.png`` (``metric`` over the x × y grid, mean over duplicate runs, blank where
+    ``x``, ``y``, ``columns`` and the keys of ``where`` are hyperparameter keys, matched exactly or as the
+    suffix of a dotted key (``famo_gamma`` finds ``model.famo_gamma``); ``metric`` is matched exactly.
+    ``mode`` says whether lower (``"min"``) or higher (``"max"``) is better. Only runs of ``kind``
+    ("all", "csv", "wandb": a run logged by both loggers is found once per kind) whose hyperparameters
+    equal every ``where`` value (``{"optimizer": "cautious_adam"}``; values as typed on a command line)
+    are reported. Writes ``table.csv`` / ``table.md`` (the runs best first, with ``x``, ``y`` and
+    ``columns``), ``heatmap.png`` (``metric`` over the x × y grid, mean over duplicate runs, blank where
     no run finished) and ``top_k.md``.
     """
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    runs = find_runs(runs_dir)
+    runs = _select(find_runs(runs_dir), kind, where or {})
     if not any(metric in run.metrics for run in runs):
         logged = sorted({key for run in runs for key in run.metrics})
         raise ValueError(f"no run logged metric {metric!r}; logged metrics: {', '.join(logged) or 'none'}")
+    keys = tuple(dict.fromkeys((x, y, *columns)))
     rows = [
         {"run": run.path, "kind": run.kind, **params, metric: run.metrics.get(metric)}
-        for run, params in zip(runs, _hparam_columns(runs, (x, y)))
+        for run, params in zip(runs, _hparam_columns(runs, keys))
     ]
     sign = 1.0 if mode == "min" else -1.0
     rows.sort(key=lambda row: (0, sign * row[metric]) if _has_value(row[metric]) else (1, 0.0))
