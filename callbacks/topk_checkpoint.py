@@ -4,13 +4,16 @@ Long HPCM runs want both: the best checkpoints to evaluate and the most recent o
 from. ModelCheckpoint keeps only the best K (and ``last.ckpt``); this subclass also saves every epoch's
 checkpoint, keeps the newest N of them, never deletes a file that is in either set, and describes the kept
 files in ``checkpoints.json``.
+
+Crash safety: the manifest is replaced atomically and always rewritten *before* a file it listed is
+deleted, so at any moment (a kill included) every path it lists exists. Checkpoint files themselves are
+atomic when the trainer uses :class:`lit_hpcm.checkpoint_io.AtomicCheckpointIO` (the CLI default).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -18,16 +21,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so readers see the old or the new file, never a partial one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+from lit_hpcm.checkpoint_io import write_atomically
 
 
 class TopKCheckpoint(ModelCheckpoint):
@@ -37,7 +31,8 @@ class TopKCheckpoint(ModelCheckpoint):
     written once: ModelCheckpoint writes it when it enters the top K, this class otherwise. A file is deleted
     only when it is in neither set. ``last.ckpt`` is kept too (``save_last=True``) so ``--ckpt_path last``
     resumes. After every save ``<dirpath>/checkpoints.json`` lists the kept epoch checkpoints, oldest first:
-    ``{"path", "epoch", "step", "metric", "kind": "best" | "last" | "both"}``, written atomically.
+    ``{"path", "epoch", "step", "metric", "kind": "best" | "last" | "both"}``, written atomically and
+    before any deletion.
 
     The kept sets are part of the callback's state, so a resumed run keeps managing the same files.
 
@@ -84,13 +79,16 @@ class TopKCheckpoint(ModelCheckpoint):
         super()._save_topk_checkpoint(trainer, monitor_candidates)
         if self._last_global_step_saved != trainer.global_step:  # not among the best: save it as a recent one
             self._save_checkpoint(trainer, self._get_metric_interpolated_filepath_name(monitor_candidates, trainer))
-        for path in [p for p in self.entries if p not in self.recent and p not in self.best_k_models]:
-            if self._should_remove_checkpoint(trainer, path, self._last_checkpoint_saved):
-                self._remove_checkpoint(trainer, path)
-            self.entries.pop(path, None)
+        dropped = [p for p in self.entries if p not in self.recent and p not in self.best_k_models]
+        for path in dropped:
+            self.entries.pop(path)
         if trainer.is_global_zero:
             rows = [{"path": p, **e, "kind": self.kind(p)} for p, e in self.entries.items()]
-            write_json_atomically(Path(self.dirpath) / self.MANIFEST, rows)
+            text = json.dumps(rows, indent=2) + "\n"
+            write_atomically(Path(self.dirpath) / self.MANIFEST, lambda handle: handle.write(text.encode()))
+        for path in dropped:  # only now that the manifest no longer lists them
+            if self._should_remove_checkpoint(trainer, path, self._last_checkpoint_saved):
+                self._remove_checkpoint(trainer, path)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if filepath != self.last_model_path:  # an epoch checkpoint: record it first, the record is in the file
@@ -101,7 +99,9 @@ class TopKCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        if filepath in self.recent:  # dropped from the top K but still one of the last N
+        # Kept: dropped from the top K but one of the last N. Still listed in the manifest (ModelCheckpoint
+        # evicting a best one): _save_topk_checkpoint deletes it after rewriting the manifest.
+        if filepath in self.recent or filepath in self.entries:
             return
         super()._remove_checkpoint(trainer, filepath)
 

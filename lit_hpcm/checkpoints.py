@@ -15,6 +15,7 @@ from typing import Mapping
 
 import torch
 
+from .checkpoint_io import CheckpointError, read_checkpoint, write_atomically
 from .models import HPCM
 from .models.schedule import official_adaptor_name
 
@@ -28,10 +29,6 @@ _OFFICIAL_CONSTANTS = {
     "entropy_estimation.scale_lower_bound.bound": 0.12,
     "entropy_estimation.likelihood_lower_bound.bound": 1e-9,
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the requested network (names every problem at once)."""
 
 
 def _block(rest: str) -> str:
@@ -122,40 +119,93 @@ def import_official(state_dict: Mapping[str, torch.Tensor], preset: str = "base"
 WEIGHTS_FORMAT = "lit-hpcm-weights"
 
 
-def _read(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt, truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from None
-
-
 def save_weights(state_dict: Mapping[str, torch.Tensor], preset: str, path: str | Path) -> Path:
     """Write our HPCM weights as a small self-describing file (what `import-official` produces)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": WEIGHTS_FORMAT, "preset": preset, "state_dict": dict(state_dict)}, tmp)
-    tmp.replace(path)
-    return path
+    content = {"format": WEIGHTS_FORMAT, "preset": preset, "state_dict": dict(state_dict)}
+    return write_atomically(path, lambda handle: torch.save(content, handle))
 
 
 def load_weights(path: str | Path, preset: str) -> dict[str, torch.Tensor]:
     """Our HPCM state_dict from any weights file: a lit-hpcm weights file, a Lightning checkpoint of
     LitHPCM, or an official HPCM file. A file made for another preset is a `CheckpointError`."""
-    obj = _read(path)
+    obj = read_checkpoint(path)
     if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
         found, state = obj.get("preset"), obj["state_dict"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and "pytorch-lightning_version" in obj:
         found = obj.get("hyper_parameters", {}).get("preset")
         state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     else:
-        return import_official(obj, preset)
+        try:
+            return import_official(obj, preset)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     if found != preset:
         raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
     return state
+
+
+# Entropy-model buffers (CDF tables) that `update()` rebuilds: files may lack them or hold other sizes.
+_REBUILT_PREFIXES = ("y_entropy.", "hyperprior.entropy.")
+
+
+def _shown(problems: list[str], limit: int = 8) -> str:
+    more = f"; … and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
+def _mismatches(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], skip=()) -> list[str]:
+    """Missing, unknown and misshapen tensors of ``found`` against ``expected`` (names in ``skip`` aside)."""
+    problems = [f"missing {k}" for k in expected if k not in found and not k.startswith(skip)]
+    problems += [f"unknown key {k}" for k in found if k not in expected]
+    for key, value in found.items():
+        target = expected.get(key)
+        if not isinstance(target, torch.Tensor) or key.startswith(skip):
+            continue
+        if not isinstance(value, torch.Tensor) or value.shape != target.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            problems.append(f"shape of {key}: {shape}, expected {tuple(target.shape)}")
+    return problems
+
+
+def load_into(model: HPCM, state: Mapping[str, torch.Tensor], source) -> None:
+    """Load our weights ``state`` into ``model``; anything that does not fit is one `CheckpointError`
+    naming ``source`` (CDF tables aside: ``update()`` rebuilds them)."""
+    expected = model.state_dict()
+    problems = _mismatches(state, expected, skip=_REBUILT_PREFIXES)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit HPCM preset {model.preset!r}: {_shown(problems)}")
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_REBUILT_PREFIXES)}, strict=False)
+
+
+def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch.Tensor], preset: str, source) -> None:
+    """Refuse, with one `CheckpointError` naming ``source``, a Lightning checkpoint that cannot restore a
+    LitHPCM whose ``state_dict()`` is ``expected``: not a LitHPCM checkpoint, another preset, or tensors
+    that are missing, unknown or of another shape (e.g. another task set or balancing)."""
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise CheckpointError(f"{source}: not a lit-hpcm Lightning checkpoint (no state_dict)")
+    found = checkpoint.get("hyper_parameters", {}).get("preset")
+    if found is not None and found != preset:
+        raise CheckpointError(f"{source}: a checkpoint of preset {found!r}; this model is preset {preset!r}")
+    problems = _mismatches(checkpoint["state_dict"], expected, skip=tuple(f"model.{p}" for p in _REBUILT_PREFIXES))
+    if problems:
+        raise CheckpointError(f"{source}: checkpoint does not fit this model (preset {preset!r}): {_shown(problems)}")
+
+
+def checkpoint_differences(a, b, where: str = "") -> list[str]:
+    """Where two checkpoint trees differ, as paths like ``/optimizer_states[0]/state/3/exp_avg`` (tensors
+    compared bit for bit). ModelCheckpoint states are skipped: they hold the run's own file paths. Used to
+    show that a resumed run ends exactly where an uninterrupted one does."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [where]
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if set(a) != set(b):
+            return [f"{where} keys {sorted(map(str, set(a) ^ set(b)))}"]
+        keys = [k for k in a if not str(k).startswith("ModelCheckpoint")]
+        return [d for k in keys for d in checkpoint_differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in checkpoint_differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [where]
 
 
 def load_model(path: str | Path, preset: str | None = None, device: torch.device | str = "cpu") -> HPCM:
@@ -164,7 +214,7 @@ def load_model(path: str | Path, preset: str | None = None, device: torch.device
     The preset comes from the file where it says (lit-hpcm files, Lightning checkpoints); official
     files need `preset` (default "base").
     """
-    obj = _read(path)
+    obj = read_checkpoint(path)
     found = None
     if isinstance(obj, Mapping):
         found = obj.get("preset") if obj.get("format") == WEIGHTS_FORMAT else obj.get("hyper_parameters", {}).get("preset")
@@ -172,14 +222,14 @@ def load_model(path: str | Path, preset: str | None = None, device: torch.device
         raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
     preset = found or preset or "base"
     model = HPCM(preset)
-    model.load_state_dict(load_weights(path, preset), strict=False)
+    load_into(model, load_weights(path, preset), path)
     model.update()
     return model.to(device).eval()
 
 
 def load_official(path_or_state_dict, preset: str = "base") -> HPCM:
     """An HPCM with official weights, CDF tables built (`update()` done), in eval mode."""
-    state = _read(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else path_or_state_dict
+    state = read_checkpoint(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else path_or_state_dict
     model = HPCM(preset)
     model.load_state_dict(import_official(state, preset), strict=False)
     model.update()

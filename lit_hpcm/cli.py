@@ -1,34 +1,64 @@
 """`lit-hpcm` command line: LightningCLI for fit/validate/test/predict, argparse for the tools.
 
     lit-hpcm fit|validate|test|predict -c configs/X.yaml [--print_config] [overrides]
-    lit-hpcm compress | decompress | eval | import-official | rd-plot | sweep-report | layers | plot-gamma
+    lit-hpcm compress | decompress | eval | import-official | rd-plot | sweep-grid | sweep-report | layers | plot-gamma
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+
+from .checkpoint_io import CheckpointError, unreadable_checkpoint, with_atomic_checkpoints
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class HPCMCLI(LightningCLI):
-    """LightningCLI over `LitHPCM` and `ImageDataModule`; the config file is saved beside each run."""
+    """LightningCLI over `LitHPCM` and `ImageDataModule`; the config file is saved beside each run.
+    Checkpoints are written atomically (`AtomicCheckpointIO`) unless the config names a CheckpointIO."""
+
+    def instantiate_trainer(self, **kwargs):
+        plugins = kwargs.pop("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        return super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads `--ckpt_path`'s hyper-parameters first: a file it cannot read becomes a
+        `CheckpointError` naming it instead of an unpickling traceback."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as err:
+            raise unreadable_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), err) from None
+
+    def before_predict(self) -> None:
+        """`predict` is for files: unless the config has a prediction writer, add a `CodecWriter` that
+        stores the .hpcm files and decoded PNGs in <trainer.default_root_dir>/predictions."""
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        from .predict import CodecWriter
+
+        if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
+            self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))
 
 
 def _lightning(argv: list[str]) -> int:
     from .data import ImageDataModule
     from .module import LitHPCM
 
-    HPCMCLI(
-        LitHPCM,
-        ImageDataModule,
-        args=argv,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-    )
+    try:
+        HPCMCLI(
+            LitHPCM,
+            ImageDataModule,
+            args=argv,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+        )
+    except CheckpointError as err:  # a bad --ckpt_path: one line, not a traceback
+        print(f"lit-hpcm {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -36,7 +66,7 @@ def _tools_parser() -> argparse.ArgumentParser:
     from callbacks.commands import register_layers, register_plot_gamma
 
     from . import commands
-    from .evaluation.commands import register_rd_plot, register_sweep_report
+    from .evaluation.commands import register_rd_plot, register_sweep_grid, register_sweep_report
 
     parser = argparse.ArgumentParser(
         prog="lit-hpcm",
@@ -45,6 +75,7 @@ def _tools_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     commands.register(subparsers)
     register_rd_plot(subparsers)
+    register_sweep_grid(subparsers)
     register_sweep_report(subparsers)
     register_layers(subparsers)
     register_plot_gamma(subparsers)

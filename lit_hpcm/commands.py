@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from . import codec
-from .checkpoints import import_official, load_model, save_weights, _read
+from .checkpoints import import_official, load_model, read_checkpoint, save_weights
 from .cli_support import reporting_errors
 from .evaluation.measure import summarize, measure_image
 from .images import find_images, image_to_tensor, open_image, save_image
@@ -81,7 +81,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
-    state = import_official(_read(args.source), args.preset)
+    state = import_official(read_checkpoint(args.source), args.preset)
     save_weights(state, args.preset, args.destination)
     print(f"{args.source} -> {args.destination} (preset {args.preset}, {len(state)} tensors)")
     return 0

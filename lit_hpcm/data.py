@@ -13,6 +13,8 @@ Where the images come from:
   with folders: once any folder is given, every split uses folders only.
 - With folders: training needs ``train_dir``; test/predict need ``test_dir``; without ``val_dir`` there is
   no validation (logged once). Folders are searched recursively for :data:`~lit_hpcm.images.IMAGE_SUFFIXES`.
+- ``predict_dir``, when set, is what predict reads instead of the test images, whatever the other sources
+  (so a model trained on the bundled photos can compress a folder of your own).
 
 Reproducible crops: training item ``i`` of epoch ``e`` is cut with a ``torch.Generator`` seeded from
 ``(seed, e, i)`` and uses image ``i mod N``. The epoch travels with the index: the training loader's
@@ -22,6 +24,14 @@ therefore keeps it under DDP (it only replaces samplers that are not ``Distribut
 ``set_epoch`` at every training epoch start, including the first epoch after a resume. The same
 (seed, epoch) gives the same crops and the same global order for any number of workers; the split
 of that order across ranks depends on the world size.
+
+Exact resume: the training loader, :class:`ResumableLoader`, counts the batches it has handed out in the
+current epoch and gives Lightning ``{"epoch", "batches"}`` to store in every checkpoint (Lightning's
+``state_dict``/``load_state_dict`` protocol for loaders). A run restored from a checkpoint written
+mid-epoch continues that epoch at the first batch it had not trained on, with the same crops, instead of
+replaying the epoch from its start. The loader also starts its sampler (and worker processes) only at
+the first batch, after Lightning has set the epoch: otherwise the first epoch after a resume would be
+drawn, with workers, in the order of epoch 0.
 
 Unreadable files: training skips them lazily (checking 100k files up front is slow): a bad file is
 replaced by the next readable image in sorted order, deterministically, and recorded in a mask shared
@@ -51,6 +61,7 @@ __all__ = [
     "EpochTaggedSampler",
     "EvalImages",
     "ImageDataModule",
+    "ResumableLoader",
     "TrainCrops",
     "bundled_photos",
     "collate_eval",
@@ -191,10 +202,57 @@ class EpochTaggedSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled by seed + epoch, sharded by rank) that yields ``(epoch, index)``.
 
     Tagging each index with the epoch lets :class:`TrainCrops` cut the crop of that epoch in any worker.
+    :attr:`start` makes the next pass begin part-way through this rank's share of the epoch (then it
+    returns to 0): how :class:`ResumableLoader` continues an interrupted epoch.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
     def __iter__(self):
-        return ((self.epoch, index) for index in super().__iter__())
+        start, self.start = self.start, 0
+        indices = list(super().__iter__())[start:]
+        return ((self.epoch, index) for index in indices)
+
+
+class ResumableLoader(DataLoader):
+    """Training loader over an :class:`EpochTaggedSampler` whose position Lightning checkpoints.
+
+    ``state_dict()`` is ``{"epoch": e, "batches": n}``: n batches of epoch e handed out so far (Lightning
+    fetches no batch ahead of a loader with a length, so at a checkpoint they are exactly the trained
+    ones). After ``load_state_dict`` the next pass over epoch e skips those n batches; a pass over another
+    epoch (the checkpoint ended its epoch) starts from the beginning.
+
+    Iterating is lazy: nothing is drawn from the sampler before the first batch is asked for, which in
+    Lightning is after ``set_epoch`` of that epoch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochTaggedSampler):
+            raise TypeError(f"ResumableLoader needs an EpochTaggedSampler, got {type(self.sampler).__name__}")
+        self._position = (self.sampler.epoch, 0)
+        self._resume_at: Optional[tuple[int, int]] = None
+
+    def __iter__(self):
+        epoch, served = self.sampler.epoch, 0
+        if self._resume_at is not None and self._resume_at[0] == epoch:
+            served = self._resume_at[1]
+        self._resume_at = None
+        self.sampler.start = served * self.batch_size
+        self._position = (epoch, served)
+        for batch in super().__iter__():
+            served += 1
+            self._position = (epoch, served)
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, served = self._position
+        return {"epoch": epoch, "batches": served}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
 class EvalImages(Dataset):
@@ -221,6 +279,14 @@ def collate_eval(items: list[dict]) -> dict:
     return {"image": torch.stack([item["image"] for item in items]), "name": [item["name"] for item in items]}
 
 
+def _folder_images(split: str, folder: str) -> tuple[list[Path], Path]:
+    """(sorted image paths under ``folder``, ``folder`` as the root of their names); errors name the split."""
+    try:
+        return find_images(folder), Path(folder)
+    except ValueError as err:
+        raise ValueError(f"{split}_dir: {err}") from None
+
+
 def _readable(paths: list[Path], limit: Optional[int]) -> tuple[list[Path], list[Path]]:
     """Split sorted ``paths`` into (readable, unreadable) by decoding each, stopping at ``limit`` readable."""
     good, bad = [], []
@@ -242,6 +308,7 @@ class ImageDataModule(LightningDataModule):
         train_dir: folder of training images (searched recursively).
         val_dir: folder of validation images; unset with other folders given: no validation.
         test_dir: folder of test/predict images. All three unset: bundled sample photos.
+        predict_dir: folder of images for predict only (default: the test images).
         patch_size: side P of the square training crops.
         batch_size: training crops per step and per process.
         val_batch_size: evaluation images per step (1 unless all images share one size).
@@ -258,6 +325,7 @@ class ImageDataModule(LightningDataModule):
         train_dir: Optional[str] = None,
         val_dir: Optional[str] = None,
         test_dir: Optional[str] = None,
+        predict_dir: Optional[str] = None,
         patch_size: int = 256,
         batch_size: int = 16,
         val_batch_size: int = 1,
@@ -278,6 +346,7 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"num_workers and seed must be >= 0, got {num_workers} and {seed}")
         self.save_hyperparameters()
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
+        self.predict_dir = predict_dir
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
@@ -289,6 +358,7 @@ class ImageDataModule(LightningDataModule):
         self.train_set: Optional[TrainCrops] = None
         self.val_set: Optional[EvalImages] = None
         self.test_set: Optional[EvalImages] = None
+        self.predict_set: Optional[EvalImages] = None
         self._eval_skipped = 0
 
     @property
@@ -301,12 +371,7 @@ class ImageDataModule(LightningDataModule):
             paths = bundled_photos(BUNDLED_TRAIN_PHOTOS if split == "train" else BUNDLED_EVAL_PHOTOS)
             return paths, paths[0].parent
         folder = self.dirs[split]
-        if folder is None:
-            return None
-        try:
-            return find_images(folder), Path(folder)
-        except ValueError as err:
-            raise ValueError(f"{split}_dir: {err}") from None
+        return None if folder is None else _folder_images(split, folder)
 
     def _required_paths(self, split: str) -> tuple[list[Path], Path]:
         found = self._sorted_paths(split)
@@ -339,7 +404,7 @@ class ImageDataModule(LightningDataModule):
         return EvalImages(good, root)
 
     def setup(self, stage: str) -> None:
-        """Build the datasets a stage needs ("fit": train + val; "validate"; "test"/"predict": test)."""
+        """Build the datasets a stage needs ("fit": train + val; "validate"; "test"; "predict")."""
         if stage == "fit":
             self.train_set = self._make_train_set()
         if stage in ("fit", "validate"):
@@ -347,18 +412,23 @@ class ImageDataModule(LightningDataModule):
             if found is None:
                 rank_zero_info("ImageDataModule: val_dir is not set, so there is no validation")
             self.val_set = None if found is None else self._make_eval_set("val", *found, limit=self.max_val_images)
-        if stage in ("test", "predict"):
+        if stage == "test":
             self.test_set = self._make_eval_set("test", *self._required_paths("test"))
+        if stage == "predict":
+            if self.predict_dir is None:
+                self.predict_set = self._make_eval_set("test", *self._required_paths("test"))
+            else:
+                self.predict_set = self._make_eval_set("predict", *_folder_images("predict", self.predict_dir))
 
     @property
     def skipped_files(self) -> int:
         """Unreadable files skipped so far: found in training (lazily) plus dropped from evaluation sets."""
         return self._eval_skipped + (self.train_set.skipped_files if self.train_set is not None else 0)
 
-    def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, loader_class: type = DataLoader, **kwargs) -> DataLoader:
         # An own generator: creating an iterator then draws its worker seed from it, not from the
         # global RNG that drives the model's training noise, so a resumed run keeps that RNG in step.
-        return DataLoader(
+        return loader_class(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
@@ -371,7 +441,8 @@ class ImageDataModule(LightningDataModule):
         world_size, rank = self._world()
         sampler = EpochTaggedSampler(self.train_set, num_replicas=world_size, rank=rank, seed=self.seed)
         return self._loader(
-            self.train_set, self.batch_size, sampler=sampler, drop_last=True, persistent_workers=self.num_workers > 0
+            self.train_set, self.batch_size, ResumableLoader, sampler=sampler, drop_last=True,
+            persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> Union[DataLoader, list]:
@@ -386,8 +457,8 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.test_set, self.val_batch_size, collate_fn=collate_eval)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test images."""
-        return self.test_dataloader()
+        """The images of `predict_dir`, or the test images when it is not set."""
+        return self._loader(self.predict_set, self.val_batch_size, collate_fn=collate_eval)
 
     def teardown(self, stage: str) -> None:
         """After fitting, one warning listing the training files that were skipped as unreadable."""

@@ -6,18 +6,20 @@ One training step, in order::
       objective = Σ L                          (balancing "none": the official λ·255²·MSE + bpp)
                 | FAMO(L) = Σ z_i log(L_i − m_i + ε) / c   (balancing "famo")
       non-finite objective (on any rank) ──▶ skip, count, nothing changes
-      backward ──▶ drop grads of frozen groups ──▶ non-finite grads ──▶ skip, count
+      backward ──▶ drop grads of frozen groups ──▶ non-finite grads ──▶ skip, count, FAMO restored
       clip (Lightning, norm) ──▶ optimizer step (Adam | cautious Adam)
       FAMO logits step with δ = log D(L before) − log D(L after), L averaged over DDP ranks;
         "after" = the same batch re-run under no_grad ("same_batch", the paper's recipe), or the next
         batch's pre-step losses ("next_batch": no extra forward, one step of delay, other images).
 
 Validation runs the eval-mode forward (hard rounding) and logs rates from likelihoods; `test`
-writes every image to real file bytes and back (`lit_hpcm.codec`) and reports bytes-based bpp.
+writes every image to real file bytes and back (`lit_hpcm.codec`) and reports bytes-based bpp;
+`predict` does the same and returns the bytes and the decoded image (`lit_hpcm.predict` writes them).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Literal, Optional, Sequence, Union
@@ -28,8 +30,10 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from .checkpoints import CheckpointError, load_weights
+from . import codec
+from .checkpoints import check_lightning_checkpoint, load_into, load_weights
 from .evaluation.measure import measure_image, summarize
+from .fastpath import GraphedTrainingForward
 from .images import save_image
 from .models import HPCM
 from .optim import FAMO, CautiousAdam
@@ -57,6 +61,12 @@ class LitHPCM(L.LightningModule):
         lr_scheduler: "none", "multistep" (lr_milestones in epochs × lr_decay) or "plateau"
             (ReduceLROnPlateau on `scheduler_monitor`, factor lr_decay, plateau_patience epochs).
         init_weights: start from these weights (our checkpoint or an official file; not a resume).
+        compile_model: `torch.compile` the training forward (True, or a dict of torch.compile options,
+            e.g. {"mode": "reduce-overhead"} for CUDA graphs); validation and test run eagerly.
+        channels_last: keep 4-D weights and inputs in NHWC layout (faster convolutions in bf16).
+        cuda_graphs: replay the training forward and backward as recorded CUDA graphs
+            (`lit_hpcm.fastpath`; single GPU, fixed batch shape; see docs/PERFORMANCE.md).
+        tf32: let fp32 matmuls and convolutions use TF32 tensor cores (the official recipe's setting).
         log_images: how many validation reconstructions to log per validation run.
         test_results: where `test` writes its JSON (default: <log dir>/test_results.json).
     """
@@ -88,6 +98,10 @@ class LitHPCM(L.LightningModule):
         init_weights: Optional[str] = None,
         log_images: int = 2,
         test_results: Optional[str] = None,
+        compile_model: Union[bool, dict] = False,
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
+        tf32: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -101,8 +115,9 @@ class LitHPCM(L.LightningModule):
         self.skipped_steps = 0
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self._test_rows: list[dict] = []
+        self._compiled_forward = None
         if init_weights:
-            self.model.load_state_dict(load_weights(init_weights, preset), strict=False)
+            load_into(self.model, load_weights(init_weights, preset), init_weights)
 
     # -- setup -----------------------------------------------------------------------------------
     def _build_famo(self) -> FAMO:
@@ -151,6 +166,37 @@ class LitHPCM(L.LightningModule):
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": hp.scheduler_monitor}}
 
+    def setup(self, stage: str) -> None:
+        """Fast-path settings: TF32, memory layout, and the compiled training forward (fit only)."""
+        hp = self.hparams
+        torch.backends.cuda.matmul.allow_tf32 = hp.tf32
+        torch.backends.cudnn.allow_tf32 = hp.tf32
+        if hp.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if stage != "fit" or self._compiled_forward is not None:
+            return
+        if hp.cuda_graphs and hp.compile_model:
+            raise ValueError("choose one fast path: cuda_graphs or compile_model, not both")
+        if hp.cuda_graphs and self._trainer is not None and self._trainer.world_size > 1:
+            raise ValueError("cuda_graphs is for single-GPU runs; with DDP use compile_model instead")
+        if hp.cuda_graphs:
+            self._compiled_forward = GraphedTrainingForward(self.model)
+        elif hp.compile_model:
+            options = hp.compile_model if isinstance(hp.compile_model, dict) else {}
+            self._compiled_forward = torch.compile(self.model.forward, **options)
+
+    def _forward(self, x: torch.Tensor) -> dict:
+        """The model on x [B, 3, H, W]: compiled or graphed while training (if configured), eager otherwise."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._compiled_forward is None or not self.model.training:
+            return self.model(x)
+        if self.hparams.compile_model:
+            self.model.prepare_layout(x)
+            # Each call is a new step for CUDA-graph trees: earlier outputs may be overwritten.
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled_forward(x)
+
     # -- the math of a step ------------------------------------------------------------------------
     def _distortion(self, x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weighted distortion λ·D, MSE) for images [B, 3, H, W]."""
@@ -161,7 +207,7 @@ class LitHPCM(L.LightningModule):
 
     def _losses(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Task losses [n_tasks] of batch x, and what to log about it."""
-        out = self.model(x)
+        out = self._forward(x)
         distortion, mse = self._distortion(x, out["x_hat"])
         num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
         losses = task_losses(self.hparams.task_set, distortion, out["bits"], num_pixels)
@@ -185,7 +231,9 @@ class LitHPCM(L.LightningModule):
             return self._skip("loss")
         synced_before = self._synced(losses)
         famo = self.famo
+        famo_before = None
         if famo is not None and self.hparams.famo_update == "next_batch":
+            famo_before = copy.deepcopy(famo.state_dict())  # put back if a gradient skips this step
             previous = famo.take_prev()
             if previous is not None:
                 famo.update(previous, synced_before)
@@ -195,6 +243,8 @@ class LitHPCM(L.LightningModule):
         self._drop_frozen_grads()
         if self._any_rank(not self._grads_finite()):
             optimizer.zero_grad(set_to_none=True)
+            if famo_before is not None:
+                famo.load_state_dict(famo_before)
             return self._skip("gradient")
         if self.hparams.clip_grad_norm:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_grad_norm, gradient_clip_algorithm="norm")
@@ -218,10 +268,11 @@ class LitHPCM(L.LightningModule):
                 param.grad = None
 
     def _grads_finite(self) -> bool:
+        """One device sync: the total gradient norm (a few foreach kernels) is finite."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not grads:
             return True
-        return bool(torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all())
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
     def _skip(self, what: str) -> None:
         """Skip a step whose loss or gradient is not finite: nothing is updated, the count is logged."""
@@ -242,9 +293,10 @@ class LitHPCM(L.LightningModule):
         extra = {"train/skipped_steps": float(self.skipped_steps)}
         extra |= {f"lr/{g['name']}": g["lr"] for g in self.optimizers().param_groups}
         if self.famo is not None:
-            weights, gamma = self.famo.weights(), self.famo.gamma
-            extra |= {f"weight/{n}": float(w) for n, w in zip(self.task_names, weights)}
-            extra |= {f"gamma/{n}": float(g) for n, g in zip(self.task_names, gamma)}
+            weights, gamma = self.famo.weights(), self.gamma
+            # 0-d tensors, not floats: reading them here would stall the GPU every step.
+            extra |= {f"weight/{n}": w for n, w in zip(self.task_names, weights)}
+            extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, gamma)}
         self.log_dict(extra, on_step=True, on_epoch=False)
 
     # -- schedulers --------------------------------------------------------------------------------
@@ -320,6 +372,22 @@ class LitHPCM(L.LightningModule):
         self.print(f"lit-hpcm: test results for {len(rows)} images -> {target}")
         self.print(json.dumps({k: round(v[0], 4) for k, v in summary["results"].items()}))
 
+    # -- predict: files a user keeps -------------------------------------------------------------------
+    def on_predict_start(self) -> None:
+        self.model.update()
+
+    def predict_step(self, batch, batch_idx) -> list[dict]:
+        """Compress each image of an evaluation batch with real bitstreams and decode those bytes back.
+
+        Returns one ``{"name": str, "data": bytes, "image": PIL.Image}`` per image (``image`` decoded from
+        ``data``, 8-bit RGB); `lit_hpcm.predict.CodecWriter` stores them as ``.hpcm`` + ``.png`` files.
+        """
+        items = []
+        for x, name in zip(batch["image"], batch["name"]):
+            data = codec.encode(self.model, x)
+            items.append({"name": name, "data": data, "image": codec.decode(data, self.model)})
+        return items
+
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Besides weights and optimizer: counters, freezing, and the RNG states that drive training noise."""
@@ -330,8 +398,9 @@ class LitHPCM(L.LightningModule):
                                   "lr_multipliers": dict(self.lr_multipliers), "rng": rng}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "state_dict" not in checkpoint:
-            raise CheckpointError("not a lit-hpcm Lightning checkpoint (no state_dict)")
+        """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
+        source = getattr(self._trainer, "ckpt_path", None) or "checkpoint"
+        check_lightning_checkpoint(checkpoint, self.state_dict(), self.hparams.preset, source)
         state = checkpoint.get("lit_hpcm", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_hpcm.checkpoints import CheckpointError, import_official, load_model, load_weights, official_name
+from lit_hpcm.checkpoints import CheckpointError, import_official, load_model, load_weights, official_name, save_weights
 from lit_hpcm.cli import main
 from lit_hpcm.models import HPCM
 
@@ -69,3 +69,24 @@ def test_corrupt_and_missing_files_are_clear_errors(tmp_path):
         load_weights(tmp_path / "bad.pt", "tiny")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_weights(tmp_path / "nope.pt", "tiny")
+
+
+def test_truncated_weights_file_is_a_clear_error_naming_it(tmp_path):
+    _, model = _official_tiny()
+    data = save_weights(model.state_dict(), "tiny", tmp_path / "w.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt: not a readable PyTorch checkpoint \(corrupt, truncated"):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_weights_and_official_files_that_do_not_fit_name_the_file(tmp_path):
+    official, model = _official_tiny()
+    state = dict(model.state_dict())
+    del state["g_a.0.weight"]
+    state["g_s.0.weight"] = torch.zeros(1)
+    save_weights(state, "tiny", tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match=r"broken\.pt: weights do not fit HPCM preset 'tiny': missing g_a\.0\.w"):
+        load_model(tmp_path / "broken.pt")
+    torch.save({k: v for k, v in official.items() if k != "g_a.branch.0.weight"}, tmp_path / "official.pth.tar")
+    with pytest.raises(CheckpointError, match=r"official\.pth\.tar: official checkpoint does not match HPCM preset 't"):
+        load_model(tmp_path / "official.pth.tar", preset="tiny")

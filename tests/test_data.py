@@ -2,9 +2,11 @@
 
 import warnings
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from lit_hpcm.data import (
@@ -245,3 +247,60 @@ def test_no_warning_without_bad_files(photo_dir):
         warnings.simplefilter("error")
         dm.teardown("fit")
     assert dm.skipped_files == 0
+
+
+def test_resumable_loader_reports_and_restores_its_position(photo_dir):
+    dm = ImageDataModule(train_dir=str(photo_dir), patch_size=P, batch_size=2, num_workers=0, train_length=8)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(3)
+    full = list(loader)
+    it = iter(loader)
+    next(it), next(it)
+    assert loader.state_dict() == {"epoch": 3, "batches": 2}
+    restored = dm.train_dataloader()
+    restored.load_state_dict(loader.state_dict())
+    restored.sampler.set_epoch(3)
+    rest = list(restored)
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, full[2:]))
+    assert restored.state_dict() == {"epoch": 3, "batches": 4}
+    assert len(list(restored)) == 4  # the skip applies to one pass only
+    restored.load_state_dict({"epoch": 3, "batches": 4})
+    restored.sampler.set_epoch(4)  # the saved epoch had ended: the next one starts at its beginning
+    assert len(list(restored)) == 4
+
+
+class _BatchRecorder(L.LightningModule):
+    """Records a checksum of every training batch by global step (no learning: lr 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.seen = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen[self.global_step] = float(batch.double().sum())
+        return self.layer(batch.mean().view(1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_fit_resumed_mid_epoch_or_at_epoch_end_trains_on_the_same_batches(photo_dir, tmp_path):
+    """Lightning alone replays an interrupted epoch from its start and, with workers, draws the first
+    resumed epoch in epoch 0's order; the resumable loader continues exactly (3 steps per epoch)."""
+
+    def fit(ckpt_path=None, save=False):
+        dm = ImageDataModule(train_dir=str(photo_dir), patch_size=P, batch_size=2, num_workers=2, train_length=6)
+        callbacks = [ModelCheckpoint(tmp_path / "ckpt", "{step}", every_n_train_steps=1, save_top_k=-1)] if save else []
+        module = _BatchRecorder()
+        L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  callbacks=callbacks, enable_checkpointing=save, default_root_dir=tmp_path,
+                  ).fit(module, dm, ckpt_path=ckpt_path)
+        return module.seen
+
+    straight = fit(save=True)
+    assert len(straight) == 9
+    for step in (3, 4):  # the end of epoch 0, and mid-epoch 1
+        resumed = fit(ckpt_path=tmp_path / "ckpt" / f"step={step}.ckpt")
+        assert resumed == {s: straight[s] for s in range(step, 9)}

@@ -145,3 +145,84 @@ def test_demo_config_fits_and_tests_end_to_end(tmp_path):
     results = json.loads((out / "test_results.json").read_text())
     assert results["results"]["bpp"][0] > 0 and len(results["per_image"]) == 2
     assert all(row["bytes"] > 0 for row in results["per_image"])
+
+
+def _one_image_loader(seed: int) -> DataLoader:
+    """One batch of one 64×64 image: enough for the tests below, which test schedules, not the model."""
+    return DataLoader([b[:1] for b in _batches(1, seed)], batch_size=None)
+
+
+def _config_callback(config: str, class_name: str) -> tuple[L.Callback, dict]:
+    """The callback `class_name` instantiated exactly as `config` (a YAML under configs/) declares it, and its
+    init_args."""
+    import yaml  # only these appended tests read configs directly
+
+    entries = yaml.safe_load(open(config))["trainer"]["callbacks"]
+    (entry,) = [e for e in entries if e["class_path"].rsplit(".", 1)[1] == class_name]
+    return L.pytorch.cli.instantiate_class((), entry), entry.get("init_args", {})
+
+
+class _WeightProbe(L.Callback):
+    """Records one live weight after every training batch and the weight validation runs with."""
+
+    def __init__(self):
+        self.after_batch: list[torch.Tensor] = []
+        self.validated: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after_batch.append(pl_module.model.g_a[0].weight.detach().clone())
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.validated.append(pl_module.model.g_a[0].weight.detach().clone())
+
+
+def test_ema_of_the_balanced_config_is_what_validation_and_checkpoints_use(tmp_path):
+    ema, init_args = _config_callback("configs/hpcm_base_balanced.yaml", "EMAWeightAveraging")
+    decay = init_args["decay"]
+    torch.manual_seed(0)
+    module = LitHPCM(preset="tiny", optimizer="cautious_adam", balancing="famo", lr=1e-3)
+    batches = [b[:1] for b in _batches(4)]
+    batches[2][0, 0, 0, 0] = float("nan")  # a skipped step: no optimizer step, so no EMA update either
+    probe = _WeightProbe()  # after the EMA callback: validation hooks see the swapped-in average
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[ema, probe, checkpoint], enable_checkpointing=True)
+    trainer.fit(module, DataLoader(batches, batch_size=None), _one_image_loader(seed=1))
+    assert module.skipped_steps == 1
+    stepped = [w for i, w in enumerate(probe.after_batch) if i != 2]
+    expected = stepped[0]  # AveragedModel copies the weights at its first update, then decays
+    for live in stepped[1:]:
+        expected = decay * expected + (1 - decay) * live
+    live = stepped[-1]
+    assert (expected - live).abs().max() > 1e-5  # the average really lags the live weights
+    assert torch.equal(probe.validated[0], expected)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert torch.equal(saved["state_dict"]["model.g_a.0.weight"], expected)  # what test/predict load
+    assert torch.equal(saved["current_model_state"]["model.g_a.0.weight"], live)  # what a resume trains on
+    assert torch.equal(module.model.g_a[0].weight, expected)  # Lightning leaves the average in the module
+
+
+class _ScriptedMetric(L.Callback):
+    """Logs `values[epoch]` as "scripted" during validation, standing in for a real monitored metric."""
+
+    def __init__(self, values: list[float]):
+        self.values = values
+        self.lrs: list[list[float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.lrs.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        pl_module.log("scripted", self.values[trainer.current_epoch], on_epoch=True, batch_size=1)
+
+
+def test_reduce_lr_on_plateau_drops_every_group_after_the_patience(tmp_path):
+    # patience 1: epoch 1 improves, epochs 2 and 3 do not; the 2nd bad epoch (3) exceeds the patience
+    script = _ScriptedMetric([3.0, 2.0, 2.0, 2.0, 2.0])
+    module = LitHPCM(preset="tiny", lr=1e-3, lr_multipliers={"context": 0.1}, lr_scheduler="plateau",
+                     plateau_patience=1, lr_decay=0.5, scheduler_monitor="scripted")
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[script])
+    trainer.fit(module, _one_image_loader(seed=0), _one_image_loader(seed=1))
+    names = [group["name"] for group in trainer.optimizers[0].param_groups]
+    base = [1e-4 if name == "context" else 1e-3 for name in names]
+    assert script.lrs[:4] == [pytest.approx(base)] * 4
+    assert script.lrs[4] == pytest.approx([lr * 0.5 for lr in base])

@@ -1,0 +1,45 @@
+"""Loggers: W&B in offline mode (no account, no network) beside the CSV logger, as the README shows."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from torch.utils.data import DataLoader
+
+from lit_hpcm.module import LitHPCM
+
+wandb = pytest.importorskip("wandb")
+
+
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B forced offline, with every folder it writes (config, cache, data) inside tmp_path."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home" / name.lower()))
+    yield
+    wandb.finish()
+
+
+def test_a_short_fit_writes_an_offline_wandb_run_and_a_csv_log(tmp_path, offline_wandb):
+    torch.manual_seed(0)
+    loggers = [CSVLogger(tmp_path, name="csv"), WandbLogger(offline=True, project="lit-hpcm", save_dir=str(tmp_path))]
+    train = DataLoader([torch.rand(2, 3, 64, 64) for _ in range(2)], batch_size=None)
+    val = DataLoader([{"image": torch.rand(1, 3, 64, 64), "name": ["photo.png"]}], batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=loggers, log_every_n_steps=1, num_sanity_val_steps=0,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(LitHPCM(preset="tiny", log_images=1), train, val)
+    wandb.finish()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")  # what `wandb sync <save_dir>/wandb/offline-run-*` uploads
+    (record,) = run.glob("run-*.wandb")
+    assert record.stat().st_size > 0
+    assert list((run / "files" / "media" / "images").rglob("*.png"))  # the validation reconstruction
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    assert any(row["train/loss_step"] for row in rows) and any(row["val/loss"] for row in rows)
