@@ -16,7 +16,9 @@ EXPECTED = {1: "best", 4: "both", 5: "last"}
 
 
 class Scripted(L.LightningModule):
-    """A linear model whose validation loss follows SCRIPT (two training steps per epoch)."""
+    """A linear model whose validation loss follows its SCRIPT (two training steps per epoch)."""
+
+    SCRIPT = SCRIPT
 
     def __init__(self):
         super().__init__()
@@ -26,7 +28,7 @@ class Scripted(L.LightningModule):
         return self.layer(batch[0]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", SCRIPT[self.current_epoch])
+        self.log("val/loss", self.SCRIPT[self.current_epoch])
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)

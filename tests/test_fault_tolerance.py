@@ -17,7 +17,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from test_callbacks_topk import Scripted
+from torch.utils.data import DataLoader
 
 from callbacks import TopKCheckpoint
 from lit_hpcm.checkpoint_io import AtomicCheckpointIO, CheckpointError, with_atomic_checkpoints, write_atomically
@@ -147,29 +148,10 @@ def test_cli_trainers_get_the_atomic_writer_unless_a_checkpoint_io_is_configured
     assert [type(p) for p in with_atomic_checkpoints("bf16-mixed")][1:] == [AtomicCheckpointIO]
 
 
-class _Scripted(L.LightningModule):
-    """Linear model whose validation loss per epoch follows SCRIPT (two training steps per epoch)."""
+class _Scripted(Scripted):
+    """The TopKCheckpoint tests' scripted model, two epochs longer."""
 
     SCRIPT = [5.0, 1.0, 2.0, 4.0, 0.5, 6.0, 0.2, 3.0]
-
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        return self.layer(batch[0]).pow(2).mean()
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self.SCRIPT[self.current_epoch])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        return DataLoader(TensorDataset(torch.ones(4, 2)), batch_size=2)
-
-    def val_dataloader(self):
-        return DataLoader(TensorDataset(torch.ones(1, 2)), batch_size=1)
 
 
 def test_topk_manifest_never_lists_a_deleted_checkpoint(tmp_path):
