@@ -178,7 +178,7 @@ class LitHPCM(L.LightningModule):
         if hp.cuda_graphs and hp.compile_model:
             raise ValueError("choose one fast path: cuda_graphs or compile_model, not both")
         if hp.cuda_graphs and self._trainer is not None and self._trainer.world_size > 1:
-            raise ValueError("cuda_graphs is for single-GPU runs; with DDP use compile_model instead")
+            raise ValueError("cuda_graphs is for single-GPU runs (one process); turn it off for DDP")
         if hp.cuda_graphs:
             self._compiled_forward = GraphedTrainingForward(self.model)
         elif hp.compile_model:
