@@ -5,8 +5,8 @@ One training step, in order::
     x ──▶ HPCM ──▶ task losses L (distortion, rate | distortion, rate_z, rate_s1, rate_s2, rate_s3)
       objective = Σ L                          (balancing "none": the official λ·255²·MSE + bpp)
                 | FAMO(L) = Σ z_i log(L_i − m_i + ε) / c   (balancing "famo")
-      non-finite objective (on any rank) ──▶ skip, count, nothing changes
-      backward ──▶ drop grads of frozen groups ──▶ non-finite grads ──▶ skip, count, FAMO restored
+      backward ──▶ drop grads of frozen groups
+      non-finite losses or grads (on any rank; one device→host read per step) ──▶ skip, count, FAMO restored
       clip (Lightning, norm) ──▶ optimizer step (Adam | cautious Adam)
       FAMO logits step with δ = log D(L before) − log D(L after), L averaged over DDP ranks;
         "after" = the same batch re-run under no_grad ("same_batch", the paper's recipe), or the next
@@ -129,7 +129,8 @@ class LitHPCM(L.LightningModule):
             if priors is not None:
                 raise ValueError("give task_priors or scale_weights, not both")
             priors = [1.0, 1.0, *hp.scale_weights]
-        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors)
+        # The step checks losses and gradients once (`_non_finite`); FAMO's own per-call checks would add reads.
+        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors, check_losses=False)
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -175,6 +176,9 @@ class LitHPCM(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if stage != "fit" or self._compiled_forward is not None:
             return
+        if self._trainer is not None and getattr(self._trainer.precision_plugin, "scaler", None) is not None:
+            # A step with non-finite gradients is skipped before the loss scaler could lower its scale.
+            raise ValueError("precision 16-mixed (fp16 loss scaling) is not supported; use bf16-mixed or 32-true")
         if hp.cuda_graphs and hp.compile_model:
             raise ValueError("choose one fast path: cuda_graphs or compile_model, not both")
         if hp.cuda_graphs and self._trainer is not None and self._trainer.world_size > 1:
@@ -219,21 +223,15 @@ class LitHPCM(L.LightningModule):
         """Task losses averaged over DDP ranks (identical on every rank), detached."""
         return self.trainer.strategy.reduce(losses.detach().clone(), reduce_op="mean")
 
-    def _any_rank(self, flag: bool) -> bool:
-        """True if `flag` holds on any DDP rank (so every rank takes the same branch)."""
-        return bool(self.trainer.strategy.reduce_boolean_decision(flag, all=False))
-
     def training_step(self, batch, batch_idx):
         x = _images(batch)
         optimizer = self.optimizers()
         losses, stats = self._losses(x)
-        if self._any_rank(not bool(torch.isfinite(losses).all())):
-            return self._skip("loss")
         synced_before = self._synced(losses)
         famo = self.famo
         famo_before = None
         if famo is not None and self.hparams.famo_update == "next_batch":
-            famo_before = copy.deepcopy(famo.state_dict())  # put back if a gradient skips this step
+            famo_before = copy.deepcopy(famo.state_dict())  # put back if this step is skipped
             previous = famo.take_prev()
             if previous is not None:
                 famo.update(previous, synced_before)
@@ -241,11 +239,12 @@ class LitHPCM(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(objective)
         self._drop_frozen_grads()
-        if self._any_rank(not self._grads_finite()):
+        problem = self._non_finite(losses)
+        if problem:
             optimizer.zero_grad(set_to_none=True)
             if famo_before is not None:
                 famo.load_state_dict(famo_before)
-            return self._skip("gradient")
+            return self._skip(problem)
         if self.hparams.clip_grad_norm:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
@@ -267,12 +266,17 @@ class LitHPCM(L.LightningModule):
             for _, param in groups[group]:
                 param.grad = None
 
-    def _grads_finite(self) -> bool:
-        """One device sync: the total gradient norm (a few foreach kernels) is finite."""
+    def _non_finite(self, losses: torch.Tensor) -> Optional[str]:
+        """"loss" or "gradient" if the task losses [n_tasks] or the gradients are not finite on any DDP rank.
+
+        The step's only device→host read: both flags travel in one tensor (one all-reduce under DDP), and
+        the gradients are checked through their total norm (a few foreach kernels).
+        """
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
-            return True
-        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        grad_norm = torch.nn.utils.get_total_norm(grads) if grads else losses.new_zeros(())
+        flags = torch.stack([~torch.isfinite(losses.detach()).all(), ~torch.isfinite(grad_norm)]).float()
+        bad_loss, bad_gradient = (self.trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        return "loss" if bad_loss else "gradient" if bad_gradient else None
 
     def _skip(self, what: str) -> None:
         """Skip a step whose loss or gradient is not finite: nothing is updated, the count is logged."""

@@ -207,11 +207,11 @@ def test_poisoned_loss_and_gradient_leave_optimizer_famo_and_ema_unchanged(tmp_p
     batches[1][0, 0, 0, 0] = float("inf")  # batch 1: non-finite loss
     backward_calls = []
 
-    def nan_in_third_backward(grad):  # batch 3 (the 3rd backward: batch 1 has none): non-finite gradient
+    def nan_in_batch_3(grad):  # batch 3 (the 4th backward; every batch has one): non-finite gradient
         backward_calls.append(1)
-        return torch.full_like(grad, float("nan")) if len(backward_calls) == 3 else grad
+        return torch.full_like(grad, float("nan")) if len(backward_calls) == 4 else grad
 
-    module.model.g_s[0].weight.register_hook(nan_in_third_backward)
+    module.model.g_s[0].weight.register_hook(nan_in_batch_3)
     ema = EMAWeightAveraging(decay=0.9, use_buffers=False)
     watch = _StateWatch({1, 3})
     watch.ema = ema
@@ -221,6 +221,7 @@ def test_poisoned_loss_and_gradient_leave_optimizer_famo_and_ema_unchanged(tmp_p
     trainer.fit(module, DataLoader(batches, batch_size=None))
     assert watch.checked == [1, 3]
     assert module.skipped_steps == 2 and trainer.global_step == 3  # batches 0, 2 and 4 stepped
+    assert len(backward_calls) == 5
     assert int(ema._average_model.n_averaged) == 3
 
 

@@ -10,6 +10,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 from torch.utils.data import DataLoader
 
 from lit_hpcm.cli import main
@@ -226,3 +227,13 @@ def test_reduce_lr_on_plateau_drops_every_group_after_the_patience(tmp_path):
     base = [1e-4 if name == "context" else 1e-3 for name in names]
     assert script.lrs[:4] == [pytest.approx(base)] * 4
     assert script.lrs[4] == pytest.approx([lr * 0.5 for lr in base])
+
+
+def test_fp16_loss_scaling_is_refused_with_a_clear_error(tmp_path):
+    """A skipped non-finite step never lets a GradScaler lower its scale: 16-mixed would skip forever."""
+    # On the CPU Lightning turns "16-mixed" into bf16; a plugin with a loss scaler stands in for the GPU's.
+    fp16 = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = L.Trainer(accelerator="cpu", plugins=[fp16], max_steps=1, logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="16-mixed .* use bf16-mixed or 32-true"):
+        trainer.fit(LitHPCM(preset="tiny"), DataLoader([torch.rand(1, 3, 32, 32)], batch_size=None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -110,6 +111,26 @@ def test_param_groups_lr_and_none_grads():
     assert b.tolist() == pytest.approx([3.0 - 0.01], rel=1e-7)
     assert frozen.tolist() == [5.0]
     assert frozen not in opt.state
+
+
+def test_groups_sharing_hyperparameters_step_as_separate_optimizers():
+    """Groups are batched into one foreach pass per set of shared hyper-parameters; lr stays per group."""
+    gen = torch.Generator().manual_seed(3)
+    p0 = [torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(3)]
+    grads = [[torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(3)] for _ in range(4)]
+    settings = [{"lr": 0.1}, {"lr": 0.02}, {"lr": 0.05, "betas": (0.5, 0.9), "weight_decay": 0.1}]
+    together = [p.clone().requires_grad_() for p in p0]
+    alone = [p.clone().requires_grad_() for p in p0]
+    joint = CautiousAdam([{"params": [p], **kw} for p, kw in zip(together, settings)])
+    separate = [CautiousAdam([p], **kw) for p, kw in zip(alone, settings)]
+    for step_grads in grads:
+        for a, b, g in zip(together, alone, step_grads):
+            a.grad, b.grad = g.clone(), g.clone()
+        joint.step()
+        for opt in separate:
+            opt.step()
+    for a, b in zip(together, alone):
+        assert torch.equal(a, b)
 
 
 def test_lr_scheduler_drives_the_step():
@@ -304,6 +325,21 @@ def test_invalid_losses_raise_and_leave_w_alone(bad):
     with pytest.raises(ValueError, match="FAMO"):
         famo.remember(torch.tensor(bad))
     assert famo.w.tolist() == [0.0, 0.0, 0.0] and famo.take_prev() is None
+
+
+def test_unchecked_famo_reads_nothing_back_and_lets_the_caller_undo():
+    """check_losses=False: no validation (no device reads); an update with NaN losses is undone by load_state_dict."""
+    famo = FAMO(2, check_losses=False)
+    famo.update(torch.tensor([1.0, 2.0]), torch.tensor([0.9, 1.5]))
+    famo.remember(torch.tensor([1.0, 2.0]))
+    saved = copy.deepcopy(famo.state_dict())
+    assert famo.take_prev() is not None
+    famo.update(torch.tensor([1.0, float("nan")]), torch.tensor([0.9, 1.5]))
+    assert torch.isnan(famo.w).all()
+    famo.load_state_dict(saved)
+    assert torch.isfinite(famo.w).all() and famo.take_prev().tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="FAMO expects 2"):
+        famo.balanced_loss(torch.ones(3))
 
 
 def test_invalid_priors_raise():

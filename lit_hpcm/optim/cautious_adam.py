@@ -33,8 +33,13 @@ class CautiousAdam(torch.optim.Optimizer):
     All state needed to continue (``step`` as a 0-dim int64 CPU tensor, ``exp_avg`` = m, ``exp_avg_sq`` = v) lives
     in ``self.state``, so ``state_dict()``/``load_state_dict()`` resume bit-identically. Each param group may have
     its own ``lr`` (layer-wise learning rates) and the optimizer works with any ``torch.optim.lr_scheduler``.
-    The step uses ``torch._foreach_*`` ops, one launch per op for a whole group instead of one per tensor.
+    The step uses ``torch._foreach_*`` ops over all tensors of all groups that share ``betas``, ``eps``,
+    ``weight_decay``, ``max_scale`` and ``min_mask_fraction`` (only ``lr`` differs per tensor): a few launches per
+    step instead of a few per tensor or per group.
     """
+
+    # Hyper-parameters that must match for groups to share one foreach pass (lr may differ).
+    _SHARED = ("betas", "eps", "weight_decay", "max_scale", "min_mask_fraction")
 
     def __init__(
         self,
@@ -75,10 +80,17 @@ class CautiousAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        batches: dict[tuple, tuple[list[Tensor], list[float]]] = {}
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            key = (tuple(group["betas"]), *(group[name] for name in self._SHARED[1:]))
+            params, lrs = batches.setdefault(key, ([], []))
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    lrs.append(group["lr"])
+        for key, (params, lrs) in batches.items():
             if params:
-                self._update_group(group, params)
+                self._update(dict(zip(self._SHARED, key)), params, lrs)
         return loss
 
     def _state_of(self, p: Tensor) -> dict[str, Tensor]:
@@ -92,8 +104,8 @@ class CautiousAdam(torch.optim.Optimizer):
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _update_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        """One cautious Adam step for ``params`` (the group's tensors with a gradient)."""
+    def _update(self, group: dict[str, Any], params: list[Tensor], lrs: list[float]) -> None:
+        """One cautious Adam step for ``params`` (tensors with a gradient), learning rates ``lrs`` (one each)."""
         beta1, beta2 = group["betas"]
         states = [self._state_of(p) for p in params]
         steps = [s["step"] for s in states]
@@ -128,4 +140,4 @@ class CautiousAdam(torch.optim.Optimizer):
         denoms = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denoms, [(1.0 - beta2**t) ** 0.5 for t in ts])
         torch._foreach_add_(denoms, group["eps"])
-        torch._foreach_addcdiv_(params, masks, denoms, [-group["lr"] / (1.0 - beta1**t) for t in ts])
+        torch._foreach_addcdiv_(params, masks, denoms, [-lr / (1.0 - beta1**t) for lr, t in zip(lrs, ts)])

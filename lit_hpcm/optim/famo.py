@@ -40,7 +40,12 @@ class FAMO(nn.Module):
 
     The ``prev_losses``/``has_prev`` buffers let a caller that pairs a step's losses with a later step's
     (e.g. "next batch" mode) keep them in the checkpoint: :meth:`remember` stores, :meth:`take_prev` retrieves
-    and clears.
+    and clears. Whether something is stored is mirrored on the host, so :meth:`take_prev` never waits for the GPU.
+
+    Loss checks: with ``check_losses=True`` every method that takes losses raises ValueError on non-finite
+    losses or losses not above ``min_losses`` (one device-to-host read per call). A training loop that checks
+    its losses and gradients itself, once per step, passes ``check_losses=False`` and must undo (via
+    ``state_dict``/``load_state_dict``) any update made with invalid losses: they turn ``w`` into NaN.
 
     Args:
         n_tasks: number of tasks n.
@@ -48,6 +53,7 @@ class FAMO(nn.Module):
         gamma: L2 coefficient on ``w`` (float or one per task), applied in :meth:`update` (not as Adam decay).
         priors: per-task positive priors ``p`` [n]; ``None`` means ones (plain FAMO).
         eps: added to the loss gaps ``D`` so ``log`` and ``1/D`` stay finite at the minimum.
+        check_losses: validate losses on every call (see above); the shape is always checked.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class FAMO(nn.Module):
         gamma: float | Sequence[float] = 0.001,
         priors: Sequence[float] | Tensor | None = None,
         eps: float = 1e-8,
+        check_losses: bool = True,
     ) -> None:
         super().__init__()
         if n_tasks < 1:
@@ -67,6 +74,7 @@ class FAMO(nn.Module):
             raise ValueError(f"eps must be > 0, got {eps}")
         self.n_tasks = n_tasks
         self.eps = eps
+        self.check_losses = check_losses
         priors_t = torch.ones(n_tasks) if priors is None else torch.as_tensor(priors, dtype=torch.float32)
         if priors_t.shape != (n_tasks,) or not bool(torch.all(torch.isfinite(priors_t) & (priors_t > 0))):
             raise ValueError(f"priors must be {n_tasks} finite positive values, got {priors_t.tolist()}")
@@ -77,6 +85,7 @@ class FAMO(nn.Module):
         self.register_buffer("min_losses", torch.zeros(n_tasks))
         self.register_buffer("prev_losses", torch.zeros(n_tasks))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+        self._has_prev_host = False  # mirror of has_prev
         self.set_gamma(gamma)
         self._w_opt = torch.optim.Adam([self.w], lr=w_lr)
 
@@ -128,24 +137,31 @@ class FAMO(nn.Module):
         self._gaps(losses)  # validation only
         self.prev_losses.copy_(losses.detach())
         self.has_prev.fill_(True)
+        self._has_prev_host = True
 
     def take_prev(self) -> Tensor | None:
         """The losses stored by :meth:`remember` (a copy, [n]) and clear them; ``None`` if nothing is stored."""
-        if not bool(self.has_prev):
+        if not self._has_prev_host:
             return None
         self.has_prev.fill_(False)
+        self._has_prev_host = False
         return self.prev_losses.clone()
 
     def _gaps(self, losses: Tensor) -> Tensor:
-        """``D = losses - min_losses + eps`` [n], after checking shape, finiteness and ``D > 0``."""
+        """``D = losses - min_losses + eps`` [n], after checking the shape (and finiteness and ``D > 0``)."""
         if losses.shape != (self.n_tasks,):
             raise ValueError(f"FAMO expects {self.n_tasks} task losses, got shape {tuple(losses.shape)}")
         gaps = losses - self.min_losses + self.eps
-        if not bool(torch.all(torch.isfinite(gaps.detach()) & (gaps.detach() > 0))):
+        if self.check_losses and not bool(torch.all(torch.isfinite(gaps.detach()) & (gaps.detach() > 0))):
             raise ValueError(
                 f"FAMO needs finite losses above min_losses {self.min_losses.tolist()}, got {losses.tolist()}"
             )
         return gaps
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Load as ``nn.Module`` does, then refresh the host mirror of ``has_prev`` (one read, at load time)."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._has_prev_host = bool(self.has_prev)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The inner Adam's state dict, saved with this module's ``state_dict()``."""
