@@ -39,7 +39,8 @@ def median(values: list[float]) -> float:
 
 def provenance() -> dict:
     """Device, software versions and git commit of this run."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
     info = {
         "commit": commit or "unknown",
         "torch": torch.__version__,
