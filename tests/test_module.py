@@ -237,3 +237,23 @@ def test_fp16_loss_scaling_is_refused_with_a_clear_error(tmp_path):
                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match="16-mixed .* use bf16-mixed or 32-true"):
         trainer.fit(LitHPCM(preset="tiny"), DataLoader([torch.rand(1, 3, 32, 32)], batch_size=None))
+
+
+def test_gradients_reach_the_optimizer_clipped_to_clip_grad_norm(tmp_path):
+    """The step clips with the total norm it computed for its finiteness check (one pass over the gradients)."""
+
+    class GradNorms(L.Callback):
+        def __init__(self):
+            self.norms: list[float] = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = [p.grad for p in pl_module.model.parameters() if p.grad is not None]
+            self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    torch.manual_seed(0)
+    seen = GradNorms()
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, callbacks=[seen], default_root_dir=tmp_path)
+    batches = [torch.rand(1, 3, 32, 32) for _ in range(3)]
+    trainer.fit(LitHPCM(preset="tiny", clip_grad_norm=1e-3), DataLoader(batches, batch_size=None))
+    assert seen.norms == pytest.approx([1e-3] * 3, rel=1e-3)
