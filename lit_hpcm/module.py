@@ -7,7 +7,7 @@ One training step, in order::
                 | FAMO(L) = Σ z_i log(L_i − m_i + ε) / c   (balancing "famo")
       backward ──▶ drop grads of frozen groups
       non-finite losses or grads (on any rank; one device→host read per step) ──▶ skip, count, FAMO restored
-      clip (Lightning, norm) ──▶ optimizer step (Adam | cautious Adam)
+      clip (total norm, computed once for the check) ──▶ optimizer step (Adam | cautious Adam)
       FAMO logits step with δ = log D(L before) − log D(L after), L averaged over DDP ranks;
         "after" = the same batch re-run under no_grad ("same_batch", the paper's recipe), or the next
         batch's pre-step losses ("next_batch": no extra forward, one step of delay, other images).
@@ -239,14 +239,17 @@ class LitHPCM(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(objective)
         self._drop_frozen_grads()
-        problem = self._non_finite(losses)
+        stepped = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in stepped]) if stepped else losses.new_zeros(())
+        problem = self._non_finite(losses, grad_norm)
         if problem:
             optimizer.zero_grad(set_to_none=True)
             if famo_before is not None:
                 famo.load_state_dict(famo_before)
             return self._skip(problem)
-        if self.hparams.clip_grad_norm:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip_grad_norm, gradient_clip_algorithm="norm")
+        if self.hparams.clip_grad_norm and stepped:
+            # What Lightning's clip_gradients does (clip_grad_norm_), with the norm already computed above.
+            torch.nn.utils.clip_grads_with_norm_(stepped, self.hparams.clip_grad_norm, grad_norm)
         optimizer.step()
         if famo is not None:
             if self.hparams.famo_update == "same_batch":
@@ -266,14 +269,9 @@ class LitHPCM(L.LightningModule):
             for _, param in groups[group]:
                 param.grad = None
 
-    def _non_finite(self, losses: torch.Tensor) -> Optional[str]:
-        """"loss" or "gradient" if the task losses [n_tasks] or the gradients are not finite on any DDP rank.
-
-        The step's only device→host read: both flags travel in one tensor (one all-reduce under DDP), and
-        the gradients are checked through their total norm (a few foreach kernels).
-        """
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads) if grads else losses.new_zeros(())
+    def _non_finite(self, losses: torch.Tensor, grad_norm: torch.Tensor) -> Optional[str]:
+        """"loss" or "gradient" if the task losses [n_tasks] or the total gradient norm (0-d) are not finite
+        on any DDP rank: the step's only device→host read (both flags in one tensor, one all-reduce)."""
         flags = torch.stack([~torch.isfinite(losses.detach()).all(), ~torch.isfinite(grad_norm)]).float()
         bad_loss, bad_gradient = (self.trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
         return "loss" if bad_loss else "gradient" if bad_gradient else None
