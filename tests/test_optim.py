@@ -314,6 +314,23 @@ def test_set_gamma():
     assert famo.gamma.tolist() == [0.0, 0.001, 0.003]
 
 
+def test_setting_an_unchanged_gamma_writes_nothing():
+    """A γ schedule calls set_gamma every step; only a changed value reaches the (device) buffer."""
+    famo = FAMO(2, gamma=0.001)
+    version = famo.gamma._version
+    famo.set_gamma([0.001, 0.001])
+    assert famo.gamma._version == version
+    famo.set_gamma([0.001, 0.002])
+    assert famo.gamma._version == version + 1 and famo.gamma.tolist() == pytest.approx([0.001, 0.002])
+    other = FAMO(2, gamma=[0.005, 0.0])
+    other.load_state_dict(famo.state_dict())  # the loaded γ is known to the host: re-setting it writes nothing
+    version = other.gamma._version
+    other.set_gamma([0.001, 0.002])
+    assert other.gamma._version == version
+    other.double().set_gamma([0.001, 0.002])  # float64 now holds float32-rounded values: an exact write
+    assert other.gamma.tolist() == [0.001, 0.002]
+
+
 @pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 1.0], [1.0, -1.0, 1.0]])
 def test_invalid_losses_raise_and_leave_w_alone(bad):
     famo = FAMO(3)

@@ -85,7 +85,9 @@ class FAMO(nn.Module):
         self.register_buffer("min_losses", torch.zeros(n_tasks))
         self.register_buffer("prev_losses", torch.zeros(n_tasks))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
-        self._has_prev_host = False  # mirror of has_prev
+        # Host mirrors of has_prev and gamma: reading them, or re-setting an unchanged gamma, costs no device sync.
+        self._has_prev_host = False
+        self._gamma_host: list[float] = []
         self.set_gamma(gamma)
         self._w_opt = torch.optim.Adam([self.w], lr=w_lr)
 
@@ -101,7 +103,10 @@ class FAMO(nn.Module):
             raise ValueError(f"gamma needs one float or {self.n_tasks} values, got {len(values)}: {values}")
         if not all(math.isfinite(v) and v >= 0.0 for v in values):
             raise ValueError(f"gamma values must be finite and >= 0, got {values}")
-        self.gamma.copy_(torch.tensor(values, dtype=torch.float64))
+        stored = torch.tensor(values, dtype=self.gamma.dtype)  # rounded as the buffer holds them
+        if stored.tolist() != self._gamma_host:  # a schedule re-sets γ every step; copy only a change
+            self.gamma.copy_(stored)
+            self._gamma_host = stored.tolist()
 
     def weights(self) -> Tensor:
         """Task weights ``z'`` [n] (detached; sum to 1)."""
@@ -159,9 +164,16 @@ class FAMO(nn.Module):
         return gaps
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Load as ``nn.Module`` does, then refresh the host mirror of ``has_prev`` (one read, at load time)."""
+        """Load as ``nn.Module`` does, then refresh the host mirrors (one read, at load time)."""
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._refresh_host_mirrors()
+
+    def _refresh_host_mirrors(self) -> None:
+        """Read ``has_prev`` and ``gamma`` back after they changed on the device side (load, move, cast)."""
+        if self.gamma.is_meta:  # no values yet (module built on the meta device)
+            return
         self._has_prev_host = bool(self.has_prev)
+        self._gamma_host = self.gamma.tolist()
 
     def get_extra_state(self) -> dict[str, Any]:
         """The inner Adam's state dict, saved with this module's ``state_dict()``."""
@@ -175,4 +187,5 @@ class FAMO(nn.Module):
         """Move/cast as ``nn.Module`` does, then bring the inner Adam's moments to ``w``'s device and dtype."""
         super()._apply(fn, recurse)
         self._w_opt.load_state_dict(self._w_opt.state_dict())
+        self._refresh_host_mirrors()
         return self
