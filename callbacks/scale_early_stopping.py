@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Literal, Optional, Union
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from lit_hpcm.checkpoint_io import write_atomically
 
 DEFAULT_MONITORS = ("val/bpp_s1", "val/bpp_s2", "val/bpp_s3", "val/loss")
 
@@ -167,12 +168,8 @@ class ScaleEarlyStopping(Callback):
             trainer.should_stop = True
 
     def _save_best(self, trainer: pl.Trainer, name: str) -> None:
-        """Replace the monitor's best checkpoint: save to a temporary name, then rename (rank zero)."""
-        target = self.dirpath / _checkpoint_name(name)
-        temporary = target.with_name(target.name + ".tmp")
-        trainer.save_checkpoint(temporary)
-        if trainer.is_global_zero:
-            os.replace(temporary, target)
+        """Replace the monitor's best checkpoint (atomically with the CLI's `AtomicCheckpointIO`)."""
+        trainer.save_checkpoint(self.dirpath / _checkpoint_name(name))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write_outputs()
@@ -186,7 +183,8 @@ class ScaleEarlyStopping(Callback):
                    "checkpoint": str(self.dirpath / _checkpoint_name(name)) if self.save_best else None}
             for name in self.specs
         }
-        (self.dirpath / "early_stopping.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        write_atomically(self.dirpath / "early_stopping.json", lambda handle: handle.write(text.encode()))
         convergence_plot(report, self.dirpath / "early_stopping.png")
 
     def state_dict(self) -> dict[str, Any]:

@@ -99,9 +99,9 @@ class TopKCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        # Kept: dropped from the top K but one of the last N. Still listed in the manifest (ModelCheckpoint
-        # evicting a best one): _save_topk_checkpoint deletes it after rewriting the manifest.
-        if filepath in self.recent or filepath in self.entries:
+        # Kept while listed in the manifest (the last N are always listed; a best one that ModelCheckpoint
+        # evicts is deleted by _save_topk_checkpoint after the manifest is rewritten without it).
+        if filepath in self.entries:
             return
         super()._remove_checkpoint(trainer, filepath)
 
