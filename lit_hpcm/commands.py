@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from . import codec
+from .checkpoint_io import write_atomically
 from .checkpoints import import_official, load_model, read_checkpoint, save_weights
 from .cli_support import reporting_errors
 from .evaluation.measure import summarize, measure_image
@@ -31,10 +32,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def run_compress(args: argparse.Namespace) -> int:
     model = load_model(args.ckpt, args.preset, _device(args.device))
     data = codec.encode(model, open_image(args.image))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(args.output)
+    write_atomically(args.output, lambda handle: handle.write(data))
     print(f"{args.image} -> {args.output}: {len(data)} bytes")
     return 0
 

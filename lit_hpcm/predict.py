@@ -11,21 +11,13 @@ The module compresses (it owns the model); this callback only stores, so the sam
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .checkpoint_io import write_atomically
 from .images import save_image
-
-
-def _write_bytes(data: bytes, path: Path) -> None:
-    """Write `data` to `path` through a temporary name, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class CodecWriter(BasePredictionWriter):
@@ -59,9 +51,10 @@ class CodecWriter(BasePredictionWriter):
             if stem in self._written:
                 raise ValueError(f"predict: two input images map to the same outputs {stem}.hpcm/.png; rename one")
             self._written.add(stem)
-            _write_bytes(item["data"], stem.with_name(stem.name + ".hpcm"))
+            data = item["data"]
+            write_atomically(stem.with_name(stem.name + ".hpcm"), lambda handle: handle.write(data))
             save_image(item["image"], stem.with_name(stem.name + ".png"))
-            self._bytes += len(item["data"])
+            self._bytes += len(data)
             self._pixels += item["image"].width * item["image"].height
 
     def on_predict_end(self, trainer, pl_module) -> None:
