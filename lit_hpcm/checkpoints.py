@@ -111,8 +111,7 @@ def import_official(state_dict: Mapping[str, torch.Tensor], preset: str = "base"
     unknown = sorted(set(official) - used - set(_OFFICIAL_REBUILT))
     problems += [f"unknown key {k}" for k in unknown]
     if problems:
-        shown = "; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise CheckpointError(f"official checkpoint does not match HPCM preset {preset!r}: {shown}")
+        raise CheckpointError(f"official checkpoint does not match HPCM preset {preset!r}: {_shown(problems, 20)}")
     return ours
 
 
@@ -128,20 +127,28 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], preset: str, path: str 
 def load_weights(path: str | Path, preset: str) -> dict[str, torch.Tensor]:
     """Our HPCM state_dict from any weights file: a lit-hpcm weights file, a Lightning checkpoint of
     LitHPCM, or an official HPCM file. A file made for another preset is a `CheckpointError`."""
-    obj = read_checkpoint(path)
+    return _weights_from(read_checkpoint(path), preset, path)[0]
+
+
+def _weights_from(obj, preset: str | None, source) -> tuple[dict[str, torch.Tensor], str]:
+    """(our HPCM state_dict, its preset) from a loaded weights file ``obj``. The preset is the file's own where
+    it says (lit-hpcm files, Lightning checkpoints) and must equal ``preset`` if that is given; official files
+    are read as ``preset`` (default "base"). Errors name ``source``."""
     if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
         found, state = obj.get("preset"), obj["state_dict"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and "pytorch-lightning_version" in obj:
         found = obj.get("hyper_parameters", {}).get("preset")
         state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     else:
+        preset = preset or "base"
         try:
-            return import_official(obj, preset)
+            return import_official(obj, preset), preset
         except CheckpointError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-    if found != preset:
-        raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
-    return state
+            raise CheckpointError(f"{source}: {err}") from None
+    wanted = preset or found or "base"
+    if found != wanted:
+        raise CheckpointError(f"{source}: weights of preset {found!r}, but preset {wanted!r} was asked for")
+    return state, found
 
 
 # Entropy-model buffers (CDF tables) that `update()` rebuilds: files may lack them or hold other sizes.
@@ -214,15 +221,9 @@ def load_model(path: str | Path, preset: str | None = None, device: torch.device
     The preset comes from the file where it says (lit-hpcm files, Lightning checkpoints); official
     files need `preset` (default "base").
     """
-    obj = read_checkpoint(path)
-    found = None
-    if isinstance(obj, Mapping):
-        found = obj.get("preset") if obj.get("format") == WEIGHTS_FORMAT else obj.get("hyper_parameters", {}).get("preset")
-    if found and preset and found != preset:
-        raise CheckpointError(f"{path}: weights of preset {found!r}, but preset {preset!r} was asked for")
-    preset = found or preset or "base"
+    state, preset = _weights_from(read_checkpoint(path), preset, path)
     model = HPCM(preset)
-    load_into(model, load_weights(path, preset), path)
+    load_into(model, state, path)
     model.update()
     return model.to(device).eval()
 
