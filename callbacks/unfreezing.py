@@ -9,24 +9,18 @@ learning rates are expressed per group without ever changing the optimizer's par
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.optim import Optimizer
 
 from lit_hpcm.models import PARAMETER_GROUPS
 
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(PARAMETER_GROUPS.values()))
 DEFAULT_LR_MULTIPLIERS = {"g_a": 1.0, "g_s": 1.0, "h_a": 0.5, "h_s": 0.5, "context": 0.1}
 DEFAULT_SCHEDULE = {100: ["h_a", "h_s"], 200: ["context"]}
-
-
-def group_modules(model: nn.Module, group: str) -> list[nn.Module]:
-    """The top-level children of ``model`` (an HPCM) whose parameters form ``group``."""
-    return [getattr(model, child) for child, g in PARAMETER_GROUPS.items() if g == group]
 
 
 def _check_groups(names: Iterable[str], what: str) -> None:
@@ -59,7 +53,7 @@ def layer_report(
     return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])
 
 
-class ProgressiveUnfreezing(BaseFinetuning):
+class ProgressiveUnfreezing(Callback):
     """Layer-wise LR multipliers, and groups frozen until the epoch the schedule releases them.
 
     The frozen set at epoch ``e`` is ``(frozen_at_start ∪ scheduled groups) − groups scheduled at epochs ≤ e``:
@@ -77,8 +71,8 @@ class ProgressiveUnfreezing(BaseFinetuning):
       frozen groups also get ``requires_grad=False``, which only saves compute.
     - The frozen set is a function of the epoch, re-applied at every epoch start, so a resumed run is in
       the same state without any callback state; the learning rates come back with the optimizer's state.
-      ``BaseFinetuning``'s own state — a record of the param groups that callbacks which add groups replay
-      on resume — is therefore not kept: no group is ever added here.
+      (Lightning's ``BaseFinetuning`` is built for the other design, adding param groups as layers thaw and
+      replaying them on resume; nothing of it is needed here.)
 
     Args:
         lr_multipliers: factor on the module's ``lr`` per group (missing groups: 1); default
@@ -116,42 +110,31 @@ class ProgressiveUnfreezing(BaseFinetuning):
         released = {g for e, groups in self.schedule.items() if e <= epoch for g in groups}
         return self.managed - released
 
-    # -- BaseFinetuning ------------------------------------------------------------------------------
+    # -- Lightning hooks -----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._toggle_requires_grad = trainer.world_size == 1
         pl_module.lr_multipliers = {**pl_module.lr_multipliers, **self.lr_multipliers}
-        super().setup(trainer, pl_module, stage)  # calls freeze_before_training
-
-    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self._apply(pl_module, self.frozen_at(0))
 
-    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply the epoch's frozen set (the optimizer is untouched: every parameter is already in it)."""
+        epoch = trainer.current_epoch
         frozen = self.frozen_at(epoch)
         released = pl_module.frozen_groups - frozen
         self._apply(pl_module, frozen)
         if released:
             rank_zero_info(f"ProgressiveUnfreezing: epoch {epoch}: unfroze {sorted(released)}")
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Not BaseFinetuning's, which also records the param groups for a replay on resume (see class doc).
-        self.finetune_function(pl_module, trainer.current_epoch, trainer.optimizers[0])
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report:
             frozen = self.frozen_at(trainer.current_epoch)
             rank_zero_info(layer_report(pl_module, pl_module.hparams.lr, pl_module.lr_multipliers, frozen))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}  # stateless: see the class docstring
-
     def _apply(self, pl_module: pl.LightningModule, frozen: set[str]) -> None:
         pl_module.frozen_groups = set(frozen)
         if not self._toggle_requires_grad:
             return
-        for group in self.managed:
-            modules = group_modules(pl_module.model, group)
-            if group in frozen:
-                self.freeze(modules)
-            else:
-                self.make_trainable(modules)
+        for group, members in pl_module.model.parameter_groups().items():
+            if group in self.managed:
+                for _, param in members:
+                    param.requires_grad_(group not in frozen)
