@@ -13,8 +13,10 @@ from . import codec
 from .checkpoint_io import write_atomically
 from .checkpoints import import_official, load_model, read_checkpoint, save_weights
 from .cli_support import reporting_errors
+from .data import EvalImages
 from .evaluation.measure import summarize, measure_image
-from .images import find_images, image_to_tensor, open_image, save_image
+from .evaluation.results import write_results
+from .images import find_images, open_image, save_image
 
 
 def _device(name: str) -> torch.device:
@@ -51,15 +53,14 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 @reporting_errors("eval")
 def run_eval(args: argparse.Namespace) -> int:
-    images = find_images(args.data)
+    images = EvalImages(find_images(args.data), args.data)  # the images and names `lit-hpcm test` uses
     device = _device(args.device)
     points, rows = [], []
     for ckpt in args.ckpt:
         model = load_model(ckpt, args.preset, device)
         model_rows = []
-        for path in tqdm(images, desc=Path(ckpt).name, unit="img"):
-            x = image_to_tensor(open_image(path)).to(device)
-            model_rows.append(measure_image(model, x, str(path.relative_to(args.data))) | {"checkpoint": str(ckpt)})
+        for item in tqdm(images, desc=Path(ckpt).name, unit="img"):
+            model_rows.append(measure_image(model, item["image"].to(device), item["name"]) | {"checkpoint": str(ckpt)})
         points.append(summarize(model_rows, str(ckpt))["results"])
         rows += model_rows
     order = sorted(range(len(points)), key=lambda i: points[i]["bpp"][0])
@@ -71,8 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "results": {k: [points[i][k][0] for i in order] for k in keys},
         "per_image": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
+    write_results(args.output, document)
     print(json.dumps(document["results"]))
     return 0
 

@@ -33,6 +33,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from . import codec
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
 from .evaluation.measure import measure_image, summarize
+from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
 from .images import save_image
 from .models import HPCM
@@ -369,8 +370,7 @@ class LitHPCM(L.LightningModule):
                   "task_set": hp.task_set, "global_step": self.global_step},
         )
         target = Path(hp.test_results) if hp.test_results else Path(self.trainer.log_dir or ".") / "test_results.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(summary, indent=2) + "\n")
+        write_results(target, summary)
         self.print(f"lit-hpcm: test results for {len(rows)} images -> {target}")
         self.print(json.dumps({k: round(v[0], 4) for k, v in summary["results"].items()}))
 
