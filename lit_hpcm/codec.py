@@ -44,18 +44,6 @@ class Header:
     fingerprint: int
 
 
-def model_fingerprint(model: HPCM) -> int:
-    """CRC-32 over the model's parameters (float32 bytes, state_dict order); cached until `update()`."""
-    cached = getattr(model, "_codec_fingerprint", None)
-    if cached is None:
-        crc = 0
-        for _, param in sorted(model.named_parameters()):
-            crc = zlib.crc32(param.detach().float().cpu().contiguous().numpy().tobytes(), crc)
-        cached = crc
-        model._codec_fingerprint = cached
-    return cached
-
-
 def _device_of(model: HPCM) -> str:
     kind = next(model.parameters()).device.type
     if kind not in DEVICE_KINDS:
@@ -87,7 +75,7 @@ def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
         + _pack_str(model.preset)
         + struct.pack(">II", width, height)
         + _pack_str(mode)
-        + struct.pack(">BI", DEVICE_KINDS.index(device), model_fingerprint(model))
+        + struct.pack(">BI", DEVICE_KINDS.index(device), model.fingerprint())
         + struct.pack(">I", len(payload))
     )
     body = header + payload
@@ -154,7 +142,7 @@ def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
     header, z_string, y_string = read_header(data)
     if header.preset != model.preset:
         raise ValueError(f"file was encoded with preset {header.preset!r}; this model is {model.preset!r}")
-    if header.fingerprint != model_fingerprint(model):
+    if header.fingerprint != model.fingerprint():
         raise ValueError("file was encoded with different model weights (fingerprint mismatch)")
     device = _device_of(model)
     if header.device != device:
@@ -172,4 +160,4 @@ def decode(data: bytes, model: HPCM) -> Image.Image:
     return tensor_to_image(x, "L" if header.mode in _GRAYSCALE_MODES else "RGB")
 
 
-__all__ = ["Header", "decode", "decode_tensor", "encode", "model_fingerprint", "read_header"]
+__all__ = ["Header", "decode", "decode_tensor", "encode", "read_header"]

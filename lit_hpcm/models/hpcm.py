@@ -13,6 +13,8 @@ test does) to a multiple of `config.pad_multiple` and the output is cropped back
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
@@ -109,6 +111,7 @@ class HPCM(CompressionModel):
         self.context = ProgressiveContext(c)
         self.y_entropy = GeneralizedGaussianConditional(official_scale_table().tolist())
         self._layouts: dict[tuple, LatentLayout] = {}
+        self._fingerprint: int | None = None  # see fingerprint()
 
     # -- geometry -------------------------------------------------------------------------------
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +167,18 @@ class HPCM(CompressionModel):
         table = official_scale_table() if scale_table is None else scale_table
         self.y_entropy.update_scale_table(torch.as_tensor(table).tolist(), force=force)
         self.hyperprior.update()
-        self._codec_fingerprint = None  # weights may have changed since the last file was written
+        self._fingerprint = None  # weights may have changed since the last file was written
         return True
+
+    def fingerprint(self) -> int:
+        """CRC-32 of the parameters (float32 bytes, in name order), which a coded file records so that
+        other weights refuse to decode it. Computed once per `update()` (coding runs after one)."""
+        if self._fingerprint is None:
+            crc = 0
+            for _, param in sorted(self.named_parameters()):
+                crc = zlib.crc32(param.detach().float().cpu().contiguous().numpy().tobytes(), crc)
+            self._fingerprint = crc
+        return self._fingerprint
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> dict:
