@@ -128,7 +128,7 @@ class ProgressiveUnfreezing(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report:
             frozen = self.frozen_at(trainer.current_epoch)
-            rank_zero_info(layer_report(pl_module, pl_module.hparams.lr, pl_module.lr_multipliers, frozen))
+            rank_zero_info(layer_report(pl_module, pl_module.base_lr, pl_module.lr_multipliers, frozen))
 
     def _apply(self, pl_module: pl.LightningModule, frozen: set[str]) -> None:
         pl_module.frozen_groups = set(frozen)

@@ -137,6 +137,13 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
     return header, payload[4 : 4 + z_length], payload[4 + z_length :]
 
 
+def coded_bytes(data: bytes) -> int:
+    """Bytes of the entropy-coded strings (z and y) in a file: what CompressAI's eval_model and the official
+    HPCM test count as the rate. The file adds ~40 bytes (header, lengths, CRC) on top."""
+    _, z_string, y_string = read_header(data)
+    return len(z_string) + len(y_string)
+
+
 def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
     """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly."""
     header, z_string, y_string = read_header(data)
@@ -160,4 +167,4 @@ def decode(data: bytes, model: HPCM) -> Image.Image:
     return tensor_to_image(x, "L" if header.mode in _GRAYSCALE_MODES else "RGB")
 
 
-__all__ = ["Header", "decode", "decode_tensor", "encode", "read_header"]
+__all__ = ["Header", "coded_bytes", "decode", "decode_tensor", "encode", "read_header"]

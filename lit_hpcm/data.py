@@ -115,16 +115,17 @@ def pad_to_size(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(np.pad(x.numpy(), widths, mode="reflect"))
 
 
-def random_crop(img: Image.Image, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A random ``size`` x ``size`` crop with random horizontal/vertical flips -> ``Tensor[3, size, size]``.
+def random_crop(img: Image.Image, size: int, generator: torch.Generator, flips: bool = True) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop, with random horizontal/vertical flips if ``flips`` (the official HPCM
+    recipe flips; the Balanced R-D authors' does not) -> ``Tensor[3, size, size]``.
 
-    Draws from ``generator`` in a fixed order (top, left, flips). Cropping happens on the PIL image
+    Draws from ``generator`` in a fixed order (top, left, then the flips if any). Cropping happens on the PIL image
     before conversion, so large photos are not converted whole; smaller images are padded (:func:`pad_to_size`).
     """
     width, height = img.size
     top = int(torch.randint(0, max(height - size, 0) + 1, (1,), generator=generator))
     left = int(torch.randint(0, max(width - size, 0) + 1, (1,), generator=generator))
-    flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist()
+    flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist() if flips else (False, False)
     box = (left, top, left + min(width, size), top + min(height, size))
     crop = pad_to_size(image_to_tensor(img.crop(box)), size)
     if flip_h:
@@ -153,13 +154,14 @@ class TrainCrops(Dataset):
     the epoch last given to :meth:`set_epoch`.
     """
 
-    def __init__(self, paths: list[Path], patch_size: int, length: int, seed: int = 0):
+    def __init__(self, paths: list[Path], patch_size: int, length: int, seed: int = 0, flips: bool = True):
         if not paths:
             raise ValueError("TrainCrops needs at least one image path")
         self.paths = list(paths)
         self.patch_size = patch_size
         self.length = length
         self.seed = seed
+        self.flips = flips
         self.epoch = 0
         # One flag per file, in shared memory so loader workers' discoveries reach the main process.
         self._bad = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
@@ -192,7 +194,7 @@ class TrainCrops(Dataset):
             try:
                 # A fresh generator per attempt: the crop does not depend on how many files were skipped.
                 generator = _item_generator(self.seed, epoch, index)
-                return random_crop(open_image(self.paths[file_index]), self.patch_size, generator)
+                return random_crop(open_image(self.paths[file_index]), self.patch_size, generator, self.flips)
             except ValueError:
                 self._bad[file_index] = True
         raise ValueError(_skipped_message("training images", self.paths, count) + " (none left to train on)")
@@ -317,6 +319,7 @@ class ImageDataModule(LightningDataModule):
             to whole global batches (batch_size x world size) so every step has a full batch.
         max_val_images: validate on the first N readable images (sorted by path) only; test uses all.
         seed: seed of the crops and of the training order.
+        random_flips: flip training crops at random (official HPCM recipe: yes; Balanced R-D authors: no).
         pin_memory: pin host memory for faster copies to a CUDA device (ignored without CUDA).
     """
 
@@ -333,6 +336,7 @@ class ImageDataModule(LightningDataModule):
         train_length: Optional[int] = None,
         max_val_images: Optional[int] = None,
         seed: int = 0,
+        random_flips: bool = True,
         pin_memory: bool = True,
     ):
         super().__init__()
@@ -354,6 +358,7 @@ class ImageDataModule(LightningDataModule):
         self.train_length = train_length
         self.max_val_images = max_val_images
         self.seed = seed
+        self.random_flips = random_flips
         self.pin_memory = pin_memory
         self.train_set: Optional[TrainCrops] = None
         self.val_set: Optional[EvalImages] = None
@@ -392,7 +397,7 @@ class ImageDataModule(LightningDataModule):
         global_batch = self.batch_size * self._world()[0]
         wanted = self.train_length or len(paths)
         length = -(-wanted // global_batch) * global_batch
-        return TrainCrops(paths, self.patch_size, length, self.seed)
+        return TrainCrops(paths, self.patch_size, length, self.seed, self.random_flips)
 
     def _make_eval_set(self, split: str, paths: list[Path], root: Path, limit: Optional[int] = None) -> EvalImages:
         good, bad = _readable(paths, limit)

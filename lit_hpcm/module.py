@@ -37,7 +37,8 @@ from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
 from .images import save_image
 from .models import HPCM
-from .optim import FAMO, CautiousAdam
+from .optim import FAMO, BitSharePrior, CautiousAdam
+from .optim.schedules import milestone_scheduler
 from .tasks import SCALES, task_losses, task_names
 
 
@@ -54,13 +55,19 @@ class LitHPCM(L.LightningModule):
         lmbda: R-D trade-off λ; distortion is λ·255²·MSE ("mse") or λ·(1 − MS-SSIM) ("ms-ssim").
         optimizer: "adam" (official HPCM recipe) or "cautious_adam" (Balanced R-D).
         lr, betas, weight_decay: optimizer settings; lr_multipliers: per parameter group
-            (g_a, g_s, h_a, h_s, context, entropy) factors on lr.
+            (g_a, g_s, h_a, h_s, context, entropy) factors on lr. lr_scale_with_world_size: multiply lr by
+            the number of processes (the Balanced R-D authors' rule, `lr *= num_processes`).
         balancing: "none" or "famo"; task_set: "rd" or "scales"; famo_gamma (float or per task),
-            famo_w_lr, famo_update ("same_batch" | "next_batch"), task_priors (per task) or
-            scale_weights ([s1, s2, s3] priors of the scale rates).
+            famo_w_lr, famo_update ("same_batch" | "next_batch"), famo_min_losses (FAMO's offsets m: a float
+            or one per task; -1, the Balanced R-D authors' value, by default; 0 is FAMO's paper),
+            task_priors (one per task, or "bit_share": the scales' running share of the bits as priors and
+            minus it as the rates' offsets, `lit_hpcm.optim.bit_share`; default for "scales", ones for "rd")
+            with bit_share_decay (its EMA decay), or scale_weights ([s1, s2, s3] fixed priors of the scales).
         clip_grad_norm: gradient-norm clip (None: off).
-        lr_scheduler: "none", "multistep" (lr_milestones in epochs × lr_decay) or "plateau"
-            (ReduceLROnPlateau on `scheduler_monitor`, factor lr_decay, plateau_patience epochs).
+        lr_scheduler: "none", "multistep" (at the lr_milestones, in epochs: × lr_decay each time, or with
+            a list, lr × lr_decay[i] from milestone i on) or "plateau" (ReduceLROnPlateau on
+            `scheduler_monitor`, factor lr_decay, plateau_patience epochs, stepped after the validation of
+            every epoch >= plateau_start_epoch).
         init_weights: start from these weights (our checkpoint or an official file; not a resume).
         compile_model: `torch.compile` the training forward (True, or a dict of torch.compile options,
             e.g. {"mode": "reduce-overhead"} for CUDA graphs); validation and test run eagerly.
@@ -88,13 +95,17 @@ class LitHPCM(L.LightningModule):
         famo_gamma: Union[float, list[float]] = 0.001,
         famo_w_lr: float = 0.025,
         famo_update: Literal["same_batch", "next_batch"] = "same_batch",
-        task_priors: Optional[list[float]] = None,
+        famo_min_losses: Union[float, list[float]] = -1.0,
+        task_priors: Union[None, list[float], Literal["bit_share"]] = None,
+        bit_share_decay: float = 0.99,
         scale_weights: Optional[list[float]] = None,
         clip_grad_norm: Optional[float] = 1.0,
+        lr_scale_with_world_size: bool = False,
         lr_scheduler: Literal["none", "multistep", "plateau"] = "none",
         lr_milestones: Sequence[int] = (),
-        lr_decay: float = 0.1,
+        lr_decay: Union[float, list[float]] = 0.1,
         plateau_patience: int = 10,
+        plateau_start_epoch: int = 0,
         scheduler_monitor: str = "val/loss",
         init_weights: Optional[str] = None,
         log_images: int = 2,
@@ -110,6 +121,7 @@ class LitHPCM(L.LightningModule):
         self.model = HPCM(preset, **(model_options or {}))
         self.task_names = task_names(task_set)
         self.balancing = balancing
+        self.bit_share: Optional[BitSharePrior] = None
         self.famo = self._build_famo() if balancing == "famo" else None
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
@@ -122,6 +134,8 @@ class LitHPCM(L.LightningModule):
 
     # -- setup -----------------------------------------------------------------------------------
     def _build_famo(self) -> FAMO:
+        """FAMO with the configured priors and offsets; "bit_share" also builds `self.bit_share`, whose
+        running shares become the rate priors and offsets at every step (`_balanced_objective`)."""
         hp = self.hparams
         priors = hp.task_priors
         if hp.scale_weights is not None:
@@ -130,8 +144,29 @@ class LitHPCM(L.LightningModule):
             if priors is not None:
                 raise ValueError("give task_priors or scale_weights, not both")
             priors = [1.0, 1.0, *hp.scale_weights]
+        if priors is None and hp.task_set == "scales":
+            priors = "bit_share"
+        if priors == "bit_share":
+            if hp.task_set != "scales":
+                raise ValueError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
+            if not isinstance(hp.famo_min_losses, (int, float)):
+                raise ValueError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
+                                 "offset); the rates' offsets are minus their bit shares")
+            self.bit_share = BitSharePrior(len(self.task_names) - 1, decay=hp.bit_share_decay)
+            priors = None
         # The step checks losses and gradients once (`_non_finite`); FAMO's own per-call checks would add reads.
-        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors, check_losses=False)
+        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors,
+                    min_losses=hp.famo_min_losses, check_losses=False)
+
+    def _balanced_objective(self, losses: torch.Tensor, synced: torch.Tensor) -> torch.Tensor:
+        """FAMO's loss of the task losses [n_tasks]; with bit-share priors, first fold this batch's rates
+        (`synced`, identical on all ranks) into the shares and set priors [1, π] and offsets [m_D, −π]."""
+        famo = self.famo
+        if self.bit_share is not None:
+            share = self.bit_share.update(synced[1:])
+            famo.set_priors(torch.cat([share.new_ones(1), share]))
+            famo.set_min_losses(torch.cat([famo.min_losses[:1], -share]))
+        return famo.balanced_loss(losses)
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -146,6 +181,14 @@ class LitHPCM(L.LightningModule):
             raise ValueError("γ can only be set with balancing: famo")
         self.famo.set_gamma(values)
 
+    @property
+    def base_lr(self) -> float:
+        """The learning rate every group's multiplier applies to: `lr`, times the number of processes with
+        `lr_scale_with_world_size`."""
+        hp = self.hparams
+        scale = self.trainer.world_size if hp.lr_scale_with_world_size and self._trainer is not None else 1
+        return hp.lr * scale
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = self.model.parameter_groups()
@@ -153,16 +196,18 @@ class LitHPCM(L.LightningModule):
         if unknown:
             raise ValueError(f"lr_multipliers for unknown groups {unknown}; groups are {list(groups)}")
         param_groups = [
-            {"params": [p for _, p in members], "name": name, "lr": hp.lr * self.lr_multipliers.get(name, 1.0)}
+            {"params": [p for _, p in members], "name": name, "lr": self.base_lr * self.lr_multipliers.get(name, 1.0)}
             for name, members in groups.items()
         ]
         optimizer_class = {"adam": torch.optim.Adam, "cautious_adam": CautiousAdam}[hp.optimizer]
-        optimizer = optimizer_class(param_groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        optimizer = optimizer_class(param_groups, lr=self.base_lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         if hp.lr_scheduler == "none":
             return optimizer
         if hp.lr_scheduler == "multistep":
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones), gamma=hp.lr_decay)
+            scheduler = milestone_scheduler(optimizer, list(hp.lr_milestones), hp.lr_decay)
         else:
+            if not isinstance(hp.lr_decay, (int, float)):
+                raise ValueError(f"the plateau scheduler takes one lr_decay factor, got {hp.lr_decay}")
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="min", factor=hp.lr_decay, patience=hp.plateau_patience
             )
@@ -232,11 +277,11 @@ class LitHPCM(L.LightningModule):
         famo = self.famo
         famo_before = None
         if famo is not None and self.hparams.famo_update == "next_batch":
-            famo_before = copy.deepcopy(famo.state_dict())  # put back if this step is skipped
+            famo_before = copy.deepcopy(self._balancing_state())  # put back if this step is skipped
             previous = famo.take_prev()
             if previous is not None:
                 famo.update(previous, synced_before)
-        objective = famo.balanced_loss(losses) if famo is not None else losses.sum()
+        objective = self._balanced_objective(losses, synced_before) if famo is not None else losses.sum()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(objective)
         self._drop_frozen_grads()
@@ -246,7 +291,7 @@ class LitHPCM(L.LightningModule):
         if problem:
             optimizer.zero_grad(set_to_none=True)
             if famo_before is not None:
-                famo.load_state_dict(famo_before)
+                self._load_balancing_state(famo_before)
             return self._skip(problem)
         if self.hparams.clip_grad_norm and stepped:
             # What Lightning's clip_gradients does (clip_grad_norm_), with the norm already computed above.
@@ -261,6 +306,18 @@ class LitHPCM(L.LightningModule):
                 famo.remember(synced_before)
         self._log_step("train", objective, synced_before, stats, x.shape[0])
         return objective.detach()
+
+    def _balancing_state(self) -> dict:
+        """FAMO's state and the bit shares' (references: deep-copy to keep a snapshot)."""
+        state = {"famo": self.famo.state_dict()}
+        if self.bit_share is not None:
+            state["bit_share"] = self.bit_share.state_dict()
+        return state
+
+    def _load_balancing_state(self, state: dict) -> None:
+        self.famo.load_state_dict(state["famo"])
+        if self.bit_share is not None:
+            self.bit_share.load_state_dict(state["bit_share"])
 
     def _drop_frozen_grads(self) -> None:
         if not self.frozen_groups:
@@ -311,7 +368,8 @@ class LitHPCM(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         scheduler = self.lr_schedulers() if self.trainer.state.fn == "fit" else None
         monitor = self.hparams.scheduler_monitor
-        if scheduler is not None and self.hparams.lr_scheduler == "plateau" and not self.trainer.sanity_checking:
+        if (scheduler is not None and self.hparams.lr_scheduler == "plateau" and not self.trainer.sanity_checking
+                and self.current_epoch >= self.hparams.plateau_start_epoch):
             if monitor not in self.trainer.callback_metrics:
                 raise ValueError(f"ReduceLROnPlateau monitors {monitor!r}, which was not logged")
             scheduler.step(self.trainer.callback_metrics[monitor])

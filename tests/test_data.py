@@ -84,6 +84,20 @@ def test_random_crop_is_a_window_of_the_image_maybe_flipped():
         assert any(torch.equal(v, w) for v in variants for w in windows)
 
 
+def test_random_crop_without_flips_is_an_unflipped_window():
+    """The Balanced R-D authors' crops: no flips (random_flips: false); some seeds do flip when allowed."""
+    img = Image.fromarray(_noise((37, 41, 3)))
+    full = image_to_tensor(img)
+    windows = [full[:, t : t + P, l : l + P] for t in range(37 - P + 1) for l in range(41 - P + 1)]
+    flipped_somewhere = False
+    for seed in range(8):
+        plain = random_crop(img, P, torch.Generator().manual_seed(seed), flips=False)
+        assert any(torch.equal(plain, w) for w in windows)
+        maybe = random_crop(img, P, torch.Generator().manual_seed(seed))
+        flipped_somewhere |= not any(torch.equal(maybe, w) for w in windows)
+    assert flipped_somewhere
+
+
 def test_pad_to_size_reflects_and_centres():
     x = torch.arange(15, dtype=torch.float32).view(1, 3, 5)
     padded = pad_to_size(x, 8)

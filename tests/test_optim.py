@@ -184,8 +184,13 @@ def softmax(w):
 
 
 def make_famo(w, **kwargs):
+    """A float64 FAMO with logits w; priors, offsets and γ set again after the cast, so they are not the
+    float32-rounded values the buffers were built with."""
     famo = FAMO(len(w), **kwargs).double()
     famo.w.copy_(torch.tensor(w, dtype=torch.float64))
+    for name, setter in (("priors", famo.set_priors), ("min_losses", famo.set_min_losses), ("gamma", famo.set_gamma)):
+        if name in kwargs:
+            setter(kwargs[name])
     return famo
 
 
@@ -196,8 +201,9 @@ def loss_and_grad(famo, losses):
     return loss.item(), L.grad.tolist()
 
 
-def expected_loss_and_grad(z, losses):
-    D = [li + EPS for li in losses]
+def expected_loss_and_grad(z, losses, offset=-1.0):
+    """FAMO's loss and d loss / d L with D = L - offset + eps (offset -1: the authors' and FAMO's default)."""
+    D = [li - offset + EPS for li in losses]
     c = sum(zi / di for zi, di in zip(z, D))
     return sum(zi * math.log(di) for zi, di in zip(z, D)) / c, [zi / di / c for zi, di in zip(z, D)]
 
@@ -244,7 +250,7 @@ def test_update_is_softmax_jacobian_plus_gamma_then_adam():
     for t, (before, after) in enumerate(steps, start=1):
         famo.update(torch.tensor(before, dtype=torch.float64), torch.tensor(after, dtype=torch.float64))
         z = softmax(w)
-        delta = [math.log(b + EPS) - math.log(a + EPS) for b, a in zip(before, after)]
+        delta = [math.log(b + 1 + EPS) - math.log(a + 1 + EPS) for b, a in zip(before, after)]
         jac = [[(z[i] if i == j else 0.0) - z[i] * z[j] for j in range(3)] for i in range(3)]  # d z_i / d w_j
         g = [sum(jac[i][j] * delta[i] for i in range(3)) + gamma[j] * w[j] for j in range(3)]
         m = [0.9 * mj + 0.1 * gj for mj, gj in zip(m, g)]
@@ -331,7 +337,7 @@ def test_setting_an_unchanged_gamma_writes_nothing():
     assert other.gamma.tolist() == [0.001, 0.002]
 
 
-@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 1.0], [1.0, -1.0, 1.0]])
+@pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 1.0], [1.0, -1.5, 1.0]])
 def test_invalid_losses_raise_and_leave_w_alone(bad):
     famo = FAMO(3)
     good = torch.tensor([1.0, 1.0, 1.0])
@@ -363,3 +369,104 @@ def test_invalid_priors_raise():
     for bad in ([1.0, 0.0], [1.0], [1.0, float("nan")]):
         with pytest.raises(ValueError, match="priors"):
             FAMO(2, priors=bad)
+
+
+# ------------------------------------------------------------------ FAMO: offsets, prior Jacobian, the authors' FAMO
+
+
+def test_default_offsets_are_the_authors_and_zero_is_famos_paper():
+    losses = [3.0, 0.2]
+    _, grad = loss_and_grad(make_famo([0.0, 0.0]), losses)
+    assert grad == pytest.approx(expected_loss_and_grad([0.5, 0.5], losses, offset=-1.0)[1], rel=1e-12)
+    _, grad0 = loss_and_grad(make_famo([0.0, 0.0], min_losses=0.0), losses)
+    assert grad0 == pytest.approx(expected_loss_and_grad([0.5, 0.5], losses, offset=0.0)[1], rel=1e-12)
+    # per unit of loss, offset -1 weighs a task 1 / (L + 1) <= 1; offset 0 weighs the small rate 15x the distortion
+    assert grad0[1] / grad0[0] == pytest.approx(15.0, rel=1e-6)
+    assert grad[1] / grad[0] == pytest.approx(4.0 / 1.2, rel=1e-6)
+    per_task = make_famo([0.0, 0.0], min_losses=[-2.0, 0.0])
+    assert per_task.min_losses.tolist() == [-2.0, 0.0]
+    for bad in ([0.0], [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="min_losses"):
+            FAMO(2, min_losses=bad)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_logit_gradient_is_the_jacobian_of_the_prior_weights(seed):
+    """d z'/d w with z' = softmax(w) * p / sum(softmax(w) * p), by autograd, against FAMO's closed form."""
+    g = torch.Generator().manual_seed(seed)
+    n = 5
+    w = torch.randn(n, generator=g, dtype=torch.float64)
+    priors = torch.rand(n, generator=g, dtype=torch.float64) * 3 + 0.05
+    gamma = torch.rand(n, generator=g, dtype=torch.float64).mul(0.01).tolist()
+    before = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    after = before * (0.8 + 0.4 * torch.rand(n, generator=g, dtype=torch.float64))
+    famo = make_famo(w.tolist(), priors=priors.tolist(), gamma=gamma)
+
+    w_leaf = w.clone().requires_grad_()
+    zp = torch.softmax(w_leaf, 0) * priors
+    zp = zp / zp.sum()
+    delta = (before + 1 + EPS).log() - (after + 1 + EPS).log()
+    (expected,) = torch.autograd.grad(zp, w_leaf, grad_outputs=delta)
+    expected = expected + torch.tensor(gamma, dtype=torch.float64) * w
+    got = famo.logit_gradient(before, after)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-15)
+    # the softmax(w) Jacobian the update used before is a different vector when priors are not ones
+    z = torch.softmax(w, 0)
+    softmax_only = z * (delta - (z * delta).sum()) + torch.tensor(gamma, dtype=torch.float64) * w
+    assert not torch.allclose(got, softmax_only, rtol=1e-3)
+
+
+def test_unit_priors_give_exactly_the_plain_famo_update():
+    w = [0.3, -0.7, 0.1]
+    before, after = torch.tensor([2.0, 0.4, 0.3]), torch.tensor([1.7, 0.5, 0.25])
+    famo = FAMO(3, priors=[1.0, 1.0, 1.0], gamma=0.002)
+    famo.w.copy_(torch.tensor(w))
+    z = torch.softmax(torch.tensor(w), 0)
+    delta = (before + 1 + 1e-8).log() - (after + 1 + 1e-8).log()
+    assert torch.equal(famo.logit_gradient(before, after), z * (delta - (z * delta).sum()) + famo.gamma * famo.w)
+
+
+class AuthorsFAMO:
+    """The Balanced R-D authors' FAMO (balanced-rd/train_balanced.py), restated in plain torch for the test:
+    logits w with their own Adam; ``min_losses`` [-1, -1]; the weighted loss stores the batch's losses; after
+    the model step, the same batch's new losses give delta and the softmax Jacobian (by autograd) plus
+    ``gamma * w`` is w's gradient."""
+
+    def __init__(self, n, gamma, w_lr, min_losses):
+        self.w = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=w_lr)
+        self.gamma, self.min_losses, self.prev = gamma, torch.tensor(min_losses, dtype=torch.float64), None
+
+    def weighted_loss(self, losses):
+        self.prev = losses.detach().clone()
+        z = torch.softmax(self.w, -1)
+        gaps = losses - self.min_losses + 1e-8
+        return (gaps.log() * z / (z / gaps).sum().detach()).sum()
+
+    def update(self, new_losses):
+        delta = (self.prev - self.min_losses + 1e-8).log() - (new_losses - self.min_losses + 1e-8).log()
+        with torch.enable_grad():
+            (d,) = torch.autograd.grad(torch.softmax(self.w, -1), self.w, grad_outputs=delta)
+        self.opt.zero_grad()
+        self.w.grad = d + self.gamma * self.w
+        self.opt.step()
+
+
+def test_authors_offsets_reproduce_their_famo_on_a_recorded_loss_sequence():
+    from pathlib import Path
+    import json
+
+    record = json.loads((Path(__file__).parent / "data" / "famo_loss_sequence.json").read_text())
+    authors = AuthorsFAMO(2, record["gamma"], record["w_lr"], record["min_losses"])
+    ours = FAMO(2, w_lr=record["w_lr"]).double()  # default offsets: the authors' -1
+    ours.set_gamma(record["gamma"])  # in float64, as the authors' Python float
+    for before, after in record["pairs"]:
+        before, after = torch.tensor(before, dtype=torch.float64), torch.tensor(after, dtype=torch.float64)
+        a_losses, o_losses = before.clone().requires_grad_(), before.clone().requires_grad_()
+        (a_grad,) = torch.autograd.grad(authors.weighted_loss(a_losses), a_losses)
+        (o_grad,) = torch.autograd.grad(ours.balanced_loss(o_losses), o_losses)
+        assert torch.allclose(o_grad, a_grad, rtol=1e-12, atol=0)
+        authors.update(after)
+        ours.update(before, after)
+        assert torch.allclose(ours.w, authors.w.detach(), rtol=1e-10, atol=1e-14)
+    assert ours.weights()[1] > 0.6  # the sequence moved the weights: the comparison is not of two zeros

@@ -19,9 +19,9 @@ class FAMO(nn.Module):
     r"""Task logits ``w`` [n] and the loss and logit update of FAMO, with optional task priors.
 
     With ``z = softmax(w)`` and priors ``p`` (positive, default ones), the task weights are
-    ``z' = z * p / sum(z * p)`` (``p = 1`` gives ``z' = z``). For task losses ``L`` [n]::
+    ``z' = z * p / sum(z * p) = softmax(w + log p)`` (``p = 1`` gives ``z' = z``). For task losses ``L`` [n]::
 
-        D_i  = L_i - min_i + eps                  (min_i = ``min_losses``, zeros by default)
+        D_i  = L_i - min_i + eps                  (min_i = ``min_losses``, -1 by default: the authors')
         c    = sum_i z'_i / D_i                   (detached)
         loss = sum_i z'_i * log(D_i) / c          (scalar)
 
@@ -29,8 +29,16 @@ class FAMO(nn.Module):
     gradients. After the model step, with the losses ``L'`` of the same batch::
 
         delta  = log D(L) - log D(L')                              [n]
-        grad_w = (d softmax(w) / d w)^T delta + gamma * w = z * (delta - <z, delta>) + gamma * w
+        grad_w = (d z' / d w)^T delta + gamma * w = z' * (delta - <z', delta>) + gamma * w
         w     <- Adam(w, grad_w, lr=w_lr)
+
+    The Jacobian is the one of the weights the loss used, ``z'``, not of ``softmax(w)``: since
+    ``z' = softmax(w + log p)``, it is ``diag(z') - z' z'^T``; with ``p = 1`` this is plain FAMO.
+
+    ``min_losses = -1`` is what the Balanced R-D authors set (``set_min_losses(tensor([-1, -1]))`` in their
+    ``train_balanced.py``): the loss is ``sum z'_i log(L_i + 1)``, a task's per-unit weight ``1 / (L_i + 1)``
+    stays <= 1 and ``log`` has a floor, so a rate near 0 cannot take over. ``min_losses = 0`` (FAMO's paper)
+    makes the rate's weight ``1 / R``, unbounded as ``R -> 0``.
 
     ``w`` is an ``nn.Parameter`` with ``requires_grad=False``: it never takes part in the model's autograd graph,
     so DDP ignores it (no unused-parameter errors), and its gradient is set explicitly by :meth:`update`. It must
@@ -51,7 +59,9 @@ class FAMO(nn.Module):
         n_tasks: number of tasks n.
         w_lr: learning rate of the inner Adam on ``w``.
         gamma: L2 coefficient on ``w`` (float or one per task), applied in :meth:`update` (not as Adam decay).
-        priors: per-task positive priors ``p`` [n]; ``None`` means ones (plain FAMO).
+        priors: per-task positive priors ``p`` [n]; ``None`` means ones (plain FAMO). :meth:`set_priors`
+            changes them (e.g. every step).
+        min_losses: the offsets ``m`` (a float for every task or one per task); losses must stay above them.
         eps: added to the loss gaps ``D`` so ``log`` and ``1/D`` stay finite at the minimum.
         check_losses: validate losses on every call (see above); the shape is always checked.
     """
@@ -62,6 +72,7 @@ class FAMO(nn.Module):
         w_lr: float = 0.025,
         gamma: float | Sequence[float] = 0.001,
         priors: Sequence[float] | Tensor | None = None,
+        min_losses: float | Sequence[float] = -1.0,
         eps: float = 1e-8,
         check_losses: bool = True,
     ) -> None:
@@ -75,14 +86,13 @@ class FAMO(nn.Module):
         self.n_tasks = n_tasks
         self.eps = eps
         self.check_losses = check_losses
-        priors_t = torch.ones(n_tasks) if priors is None else torch.as_tensor(priors, dtype=torch.float32)
-        if priors_t.shape != (n_tasks,) or not bool(torch.all(torch.isfinite(priors_t) & (priors_t > 0))):
-            raise ValueError(f"priors must be {n_tasks} finite positive values, got {priors_t.tolist()}")
-
         self.w = nn.Parameter(torch.zeros(n_tasks), requires_grad=False)
         self.register_buffer("gamma", torch.zeros(n_tasks))
-        self.register_buffer("priors", priors_t.clone())
+        self.register_buffer("priors", torch.ones(n_tasks))
         self.register_buffer("min_losses", torch.zeros(n_tasks))
+        if priors is not None:
+            self.set_priors(priors)
+        self.set_min_losses(min_losses)
         self.register_buffer("prev_losses", torch.zeros(n_tasks))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
         # Host mirrors of has_prev and gamma: reading them, or re-setting an unchanged gamma, costs no device sync.
@@ -108,10 +118,35 @@ class FAMO(nn.Module):
             self.gamma.copy_(stored)
             self._gamma_host = stored.tolist()
 
+    def set_priors(self, priors: Sequence[float] | Tensor) -> None:
+        """Set the priors ``p`` [n] in place. A tensor is copied without a device read (the caller keeps it
+        finite and positive); a list of floats is checked."""
+        if not isinstance(priors, Tensor):
+            values = [float(v) for v in priors]
+            if len(values) != self.n_tasks or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"priors must be {self.n_tasks} finite positive values, got {values}")
+            priors = torch.tensor(values, dtype=self.priors.dtype)
+        if priors.shape != (self.n_tasks,):
+            raise ValueError(f"priors must have shape ({self.n_tasks},), got {tuple(priors.shape)}")
+        self.priors.copy_(priors.detach())
+
+    def set_min_losses(self, values: float | Sequence[float] | Tensor) -> None:
+        """Set the offsets ``m`` [n] in place: one float for every task, a sequence of n floats, or a tensor
+        [n] (copied without a device read)."""
+        if isinstance(values, numbers.Real):
+            values = [float(values)] * self.n_tasks
+        if not isinstance(values, Tensor):
+            values = [float(v) for v in values]
+            if len(values) != self.n_tasks or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"min_losses needs one float or {self.n_tasks} finite values, got {values}")
+            values = torch.tensor(values, dtype=self.min_losses.dtype)
+        if values.shape != (self.n_tasks,):
+            raise ValueError(f"min_losses must have shape ({self.n_tasks},), got {tuple(values.shape)}")
+        self.min_losses.copy_(values.detach())
+
     def weights(self) -> Tensor:
-        """Task weights ``z'`` [n] (detached; sum to 1)."""
-        zp = torch.softmax(self.w.detach(), dim=0) * self.priors
-        return zp / zp.sum()
+        """Task weights ``z' = softmax(w + log p)`` [n] (detached; sum to 1)."""
+        return torch.softmax(self.w.detach() + self.priors.log(), dim=0)
 
     def balanced_loss(self, losses: Tensor) -> Tensor:
         """FAMO loss ``sum z'_i log(D_i) / c`` (scalar), differentiable w.r.t. ``losses`` [n] only.
@@ -130,12 +165,17 @@ class FAMO(nn.Module):
         ``losses_before``/``losses_after`` [n] are the task losses of the same batch before and after the model
         step; they must be identical on all DDP ranks. Raises ValueError on invalid losses, leaving ``w`` as is.
         """
-        delta = self._gaps(losses_before).log() - self._gaps(losses_after).log()
-        delta = delta.to(self.w.dtype)
-        z = torch.softmax(self.w, dim=0)
-        self.w.grad = z * (delta - (z * delta).sum()) + self.gamma * self.w
+        self.w.grad = self.logit_gradient(losses_before, losses_after)
         self._w_opt.step()
         self.w.grad = None
+
+    @torch.no_grad()
+    def logit_gradient(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
+        """``(d z' / d w)^T delta + gamma * w`` [n], the gradient :meth:`update` gives the inner Adam."""
+        delta = self._gaps(losses_before).log() - self._gaps(losses_after).log()
+        delta = delta.to(self.w.dtype)
+        z = self.weights()  # the Jacobian of z' = softmax(w + log p) w.r.t. w is diag(z') - z' z'^T
+        return z * (delta - (z * delta).sum()) + self.gamma * self.w
 
     def remember(self, losses: Tensor) -> None:
         """Store ``losses`` [n] (detached copy) for a later :meth:`take_prev`; raises ValueError if invalid."""

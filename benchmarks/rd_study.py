@@ -1,0 +1,243 @@
+"""R-D study: does Balanced R-D beat Adam here? Same seeds, data and steps for every method; real bitstreams.
+
+From scratch, each method trains one model per λ and seed, then codes every test image (never used for
+training) to real file bytes and back (`lit_hpcm.evaluation.measure_image`: bpp of the entropy-coded
+strings, PSNR of the 8-bit images). Per method and seed the λ points form an R-D curve; BD-rate and BD-PSNR
+of each method against Adam of the same seed are averaged over seeds (mean, sample std, each seed's value).
+
+Methods (only the optimizer and the balancing differ; λ grids are per method because FAMO moves the
+operating point, chosen so the curves overlap in rate; the overlap is reported):
+
+    adam         Adam                           the official HPCM recipe's optimizer
+    cautious     cautious Adam, no balancing    one ingredient of Balanced R-D alone
+    famo_rd      cautious Adam + FAMO over rd   Balanced R-D as the authors run it (offsets -1)
+    famo_scales  cautious Adam + FAMO over the per-scale rates, bit-share priors
+
+    python benchmarks/rd_study.py -o benchmarks/results/rd_study.json --plot docs/rd_study.png
+    python benchmarks/rd_study.py --quick -o /tmp/q.json                           # CI-sized smoke run
+    python benchmarks/rd_study.py --preset base --patch 256 --batch 16 --steps 200000 \\
+        --train_dir DIV2K/train --test_dir kodak -o base_study.json               # on a GPU, real scale
+
+The JSON is rewritten after every run; an interrupted study started again with the same output skips the
+runs it already holds (same settings only: a mismatch is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from _common import provenance, write_json
+
+from lit_hpcm.data import ImageDataModule
+from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap, rd_plot
+from lit_hpcm.evaluation.measure import measure_image, summarize
+from lit_hpcm.module import LitHPCM
+
+METHODS: dict[str, dict] = {
+    "adam": {"optimizer": "adam", "balancing": "none"},
+    "cautious": {"optimizer": "cautious_adam", "balancing": "none"},
+    "famo_rd": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd"},
+    "famo_scales": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "scales"},
+}
+ANCHOR = "adam"
+
+# λ per method for the default (tiny, CPU) size, from calibration runs (300 steps, seed 0): Adam at λ 0.013
+# reached 0.175 bpp; FAMO (offsets -1) 0.0018-0.02 bpp whatever λ (0.0018, 0.0067, 0.013, 0.4). FAMO balances
+# log(L + 1): while λ·255²·MSE >> 1 (low PSNR, as in a short run of a small model) λ barely moves its operating
+# point, so its grid spans three decades and Adam's reaches down to low rates, to find an overlap if there is one.
+DEFAULT_LAMBDAS = {
+    "adam": [0.0003, 0.001, 0.0035, 0.013],
+    "cautious": [0.0003, 0.001, 0.0035, 0.013],
+    "famo_rd": [0.0003, 0.0018, 0.013, 0.1],
+    "famo_scales": [0.0003, 0.0018, 0.013, 0.1],
+}
+
+
+class TrainingCurve(L.Callback):
+    """Every `every` steps: the step's training loss terms and FAMO weights (for the training-curve figure)."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.rows: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        metrics = trainer.callback_metrics
+        row = {"step": step}
+        for key in ("train/bpp_step", "train/mse_step", "train/bpp_s1_step", "train/bpp_s2_step",
+                    "train/bpp_s3_step", "train/bpp_z_step"):
+            if key in metrics:
+                row[key.removeprefix("train/").removesuffix("_step")] = float(metrics[key])
+        if "mse" in row:
+            row["psnr"] = -10 * math.log10(max(row["mse"], 1e-10))
+        if pl_module.famo is not None:
+            row["weights"] = dict(zip(pl_module.task_names, pl_module.famo.weights().tolist()))
+        self.rows.append(row)
+
+
+def train_and_test(method: str, lmbda: float, seed: int, args) -> dict:
+    """Train one model from scratch and measure it on the test images with real bitstreams."""
+    L.seed_everything(seed, verbose=False)
+    module = LitHPCM(preset=args.preset, lmbda=lmbda, lr=args.lr, clip_grad_norm=1.0, famo_gamma=args.gamma,
+                     log_images=0, **METHODS[method])
+    data = ImageDataModule(train_dir=args.train_dir, test_dir=args.test_dir, val_dir=None,
+                           patch_size=args.patch, batch_size=args.batch, num_workers=args.workers,
+                           train_length=args.batch * args.steps, seed=seed)
+    curve = TrainingCurve(max(args.steps // 30, 1))
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, max_steps=args.steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[curve])
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    train_s = time.perf_counter() - started
+    model = module.model.eval()
+    model.update()
+    data.setup("test")
+    with torch.no_grad():
+        rows = [measure_image(model, item["image"].to(module.device), item["name"]) for item in data.test_set]
+    summary = summarize(rows, name=f"{method} λ={lmbda} seed={seed}")
+    results = {k: v[0] for k, v in summary["results"].items()}
+    final = curve.rows[-1] if curve.rows else {}
+    return {"method": method, "lmbda": lmbda, "seed": seed, "train_s": train_s, "test": results,
+            "per_image": rows, "training_curve": curve.rows, "final_weights": final.get("weights"),
+            "y_share": _y_share(final)}
+
+
+def _y_share(row: dict) -> float | None:
+    """Fraction of the training bits carried by y (s1 + s2 + s3) at the last recorded step."""
+    if "bpp" not in row or not row["bpp"]:
+        return None
+    return sum(row.get(f"bpp_{s}", 0.0) for s in ("s1", "s2", "s3")) / row["bpp"]
+
+
+def _curve(runs: list[dict], method: str, seed: int) -> RDCurve | None:
+    points = sorted((r["test"]["bpp"], r["test"]["psnr-rgb"]) for r in runs
+                    if r["method"] == method and r["seed"] == seed)
+    if not points:
+        return None
+    return RDCurve(name=f"{method} seed {seed}", metric="psnr", bpp=tuple(p[0] for p in points),
+                   values=tuple(p[1] for p in points))
+
+
+def _spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None, "per_seed": values}
+
+
+def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
+    """BD-rate / BD-PSNR of every method against Adam, per seed and over seeds, with the overlaps."""
+    table = {}
+    for method in methods:
+        if method == ANCHOR:
+            continue
+        rates, psnrs, overlaps, notes = [], [], [], []
+        for seed in seeds:
+            anchor, test = _curve(runs, ANCHOR, seed), _curve(runs, method, seed)
+            if anchor is None or test is None:
+                continue
+            overlaps.append({"seed": seed, "rate": overlap(anchor.bpp, test.bpp).fraction,
+                             "psnr": overlap(anchor.values, test.values).fraction})
+            try:
+                rates.append(bd_rate(anchor.bpp, anchor.values, test.bpp, test.values, method="pchip"))
+            except ValueError as err:
+                notes.append(f"seed {seed} BD-rate: {err}")
+            try:
+                psnrs.append(bd_psnr(anchor.bpp, anchor.values, test.bpp, test.values, method="pchip"))
+            except ValueError as err:
+                notes.append(f"seed {seed} BD-PSNR: {err}")
+        table[method] = {"bd_rate_percent": _spread(rates), "bd_psnr_db": _spread(psnrs), "overlap": overlaps,
+                         "notes": notes}
+    return table
+
+
+def mean_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
+    """Per method, the seed-mean bpp and PSNR of each λ (for the plot)."""
+    curves = []
+    for method in methods:
+        by_lambda: dict[float, list[dict]] = {}
+        for r in runs:
+            if r["method"] == method:
+                by_lambda.setdefault(r["lmbda"], []).append(r["test"])
+        if not by_lambda:
+            continue
+        points = sorted((statistics.fmean(t["bpp"] for t in ts), statistics.fmean(t["psnr-rgb"] for t in ts))
+                        for ts in by_lambda.values())
+        curves.append(RDCurve(name=method, metric="psnr", bpp=tuple(p[0] for p in points),
+                              values=tuple(p[1] for p in points)))
+    return curves
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3, help="one learning rate for every method")
+    parser.add_argument("--gamma", type=float, default=0.003, help="FAMO γ (the authors' README value)")
+    for method in METHODS:
+        parser.add_argument(f"--lambdas_{method}", nargs="+", type=float, default=DEFAULT_LAMBDAS[method])
+    parser.add_argument("--train_dir", default=None, help="training images (default: the bundled photos)")
+    parser.add_argument("--test_dir", default=None, help="test images, none of them in train_dir "
+                        "(default: the bundled held-out photos)")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--accelerator", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 64² crops, one seed")
+    parser.add_argument("-o", "--output", default="rd_study.json")
+    parser.add_argument("--plot", default=None, help="RD plot PNG of the seed-mean curves")
+    args = parser.parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run device banners
+    if (args.train_dir is None) != (args.test_dir is None):
+        parser.error("give both --train_dir and --test_dir, or neither (the bundled photos)")
+    if args.quick:
+        args.steps, args.patch, args.batch, args.seeds = 3, 64, 2, args.seeds[:1]
+
+    settings = {k: getattr(args, k) for k in ("preset", "steps", "batch", "patch", "lr", "gamma", "train_dir",
+                                              "test_dir")}
+    lambdas = {m: getattr(args, f"lambdas_{m}") for m in args.methods}
+    output = Path(args.output)
+    runs: list[dict] = []
+    if output.exists():
+        previous = json.loads(output.read_text())
+        if previous.get("settings") != settings:
+            raise SystemExit(f"{output} holds a study with other settings {previous.get('settings')}; "
+                             "choose another --output")
+        runs = previous.get("runs", [])
+    done = {(r["method"], r["lmbda"], r["seed"]) for r in runs}
+    payload = {"benchmark": "rd_study", "provenance": provenance(), "settings": settings, "lambdas": lambdas,
+               "methods": {m: METHODS[m] for m in args.methods}, "runs": runs}
+    for seed in args.seeds:
+        for method in args.methods:
+            for lmbda in lambdas[method]:
+                if (method, lmbda, seed) in done:
+                    continue
+                run = train_and_test(method, lmbda, seed, args)
+                runs.append(run)
+                payload["analysis"] = analyse(runs, args.methods, args.seeds)
+                write_json(output, payload)
+                t = run["test"]
+                print(f"{method:12s} λ={lmbda:<7g} seed={seed}: {t['bpp']:.4f} bpp {t['psnr-rgb']:.2f} dB "
+                      f"(y {run['y_share'] or 0:.0%} of train bits, {run['train_s']:.0f} s)", flush=True)
+    payload["analysis"] = analyse(runs, args.methods, args.seeds)
+    write_json(output, payload)
+    if args.plot:
+        rd_plot(mean_curves(runs, args.methods), "psnr", args.plot,
+                title=f"R-D study: {args.preset}, {args.steps} steps, mean over seeds {args.seeds}")
+    print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}
+                      for m, row in payload["analysis"].items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
