@@ -18,6 +18,13 @@ operating point, chosen so the curves overlap in rate; the overlap is reported):
     python benchmarks/rd_study.py --preset base --patch 256 --batch 16 --steps 200000 \\
         --train_dir DIV2K/train --test_dir kodak -o base_study.json               # on a GPU, real scale
 
+Fine-tuning study (``--finetune``, Balanced R-D's second strategy): start from the Adam models of the study
+(``--weights_dir``: the from-scratch study saves them there; missing ones are trained first, same recipe), continue
+``--finetune_steps`` with Adam, with FAMO (rd) and with the QP (rd), same data, seeds and steps, each at its base
+model's λ; BD-rate of each against continued Adam.
+
+    python benchmarks/rd_study.py --finetune -o benchmarks/results/rd_finetune.json --plot docs/rd_finetune.png
+
 The JSON is rewritten after every run; an interrupted study started again with the same output skips the
 runs it already holds (same settings only: a mismatch is refused).
 """
@@ -36,6 +43,7 @@ import lightning as L
 import torch
 from _common import provenance, write_json
 
+from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap, rd_plot
 from lit_hpcm.evaluation.measure import measure_image, summarize
@@ -47,10 +55,15 @@ METHODS: dict[str, dict] = {
     "famo_rd": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd"},
     "famo_scales": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "scales"},
 }
+FINETUNE_METHODS: dict[str, dict] = {
+    "adam": {"optimizer": "adam", "balancing": "none"},
+    "famo_rd": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd"},
+    "qp_rd": {"optimizer": "cautious_adam", "balancing": "qp", "task_set": "rd"},
+}
 ANCHOR = "adam"
 
-# λ per method for the default (tiny, CPU) size, from calibration runs (300 steps, seed 0): Adam at λ 0.013
-# reached 0.175 bpp; FAMO (offsets -1) 0.0018-0.02 bpp whatever λ (0.0018, 0.0067, 0.013, 0.4). FAMO balances
+# λ per method for the default (tiny, CPU) size, from calibration runs (seed 0): Adam at λ 0.013 reached
+# 0.175 bpp in 300 steps; FAMO (offsets -1) 0.002-0.02 bpp whatever λ (0.0018, 0.0067, 0.013, 0.4; 192-300 steps). FAMO balances
 # log(L + 1): while λ·255²·MSE >> 1 (low PSNR, as in a short run of a small model) λ barely moves its operating
 # point, so its grid spans three decades and Adam's reaches down to low rates, to find an overlap if there is one.
 DEFAULT_LAMBDAS = {
@@ -85,21 +98,30 @@ class TrainingCurve(L.Callback):
         self.rows.append(row)
 
 
-def train_and_test(method: str, lmbda: float, seed: int, args) -> dict:
-    """Train one model from scratch and measure it on the test images with real bitstreams."""
+def _weights_path(args, lmbda: float, seed: int) -> Path:
+    return Path(args.weights_dir) / f"adam_lmbda{lmbda:g}_seed{seed}.pt"
+
+
+def train_and_test(method: str, lmbda: float, seed: int, args, steps: int, settings: dict,
+                   init_weights: str | None = None, data_seed: int | None = None) -> dict:
+    """Train one model (from scratch, or from `init_weights`) and measure it on the test images with real
+    bitstreams. `settings` are the LitHPCM arguments of the method; Adam models of a from-scratch study are
+    saved under --weights_dir for the fine-tuning study."""
     L.seed_everything(seed, verbose=False)
     module = LitHPCM(preset=args.preset, lmbda=lmbda, lr=args.lr, clip_grad_norm=1.0, famo_gamma=args.gamma,
-                     log_images=0, **METHODS[method])
+                     log_images=0, init_weights=init_weights, **settings)
     data = ImageDataModule(train_dir=args.train_dir, test_dir=args.test_dir, val_dir=None,
                            patch_size=args.patch, batch_size=args.batch, num_workers=args.workers,
-                           train_length=args.batch * args.steps, seed=seed)
-    curve = TrainingCurve(max(args.steps // 30, 1))
-    trainer = L.Trainer(accelerator=args.accelerator, devices=1, max_steps=args.steps, logger=False,
+                           train_length=args.batch * steps, seed=seed if data_seed is None else data_seed)
+    curve = TrainingCurve(max(steps // 30, 1))
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[curve])
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     train_s = time.perf_counter() - started
+    if method == ANCHOR and init_weights is None and args.weights_dir:
+        save_weights(module.model.state_dict(), args.preset, _weights_path(args, lmbda, seed))
     model = module.model.eval()
     model.update()
     data.setup("test")
@@ -182,7 +204,7 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="one learning rate for every method")
@@ -194,6 +216,10 @@ def main(argv=None) -> None:
                         "(default: the bundled held-out photos)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--accelerator", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--weights_dir", default="rd_study_weights",
+                        help="where the from-scratch Adam models are saved, and where --finetune starts from")
+    parser.add_argument("--finetune", action="store_true", help="the fine-tuning study (see above)")
+    parser.add_argument("--finetune_steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 64² crops, one seed")
     parser.add_argument("-o", "--output", default="rd_study.json")
     parser.add_argument("--plot", default=None, help="RD plot PNG of the seed-mean curves")
@@ -202,11 +228,17 @@ def main(argv=None) -> None:
     if (args.train_dir is None) != (args.test_dir is None):
         parser.error("give both --train_dir and --test_dir, or neither (the bundled photos)")
     if args.quick:
-        args.steps, args.patch, args.batch, args.seeds = 3, 64, 2, args.seeds[:1]
+        args.steps, args.finetune_steps, args.patch, args.batch, args.seeds = 3, 2, 64, 2, args.seeds[:1]
 
     settings = {k: getattr(args, k) for k in ("preset", "steps", "batch", "patch", "lr", "gamma", "train_dir",
                                               "test_dir")}
-    lambdas = {m: getattr(args, f"lambdas_{m}") for m in args.methods}
+    if args.finetune:
+        settings["finetune_steps"] = args.finetune_steps
+        methods = FINETUNE_METHODS
+        lambdas = {m: args.lambdas_adam for m in methods}
+    else:
+        methods = {m: METHODS[m] for m in args.methods}
+        lambdas = {m: getattr(args, f"lambdas_{m}") for m in methods}
     output = Path(args.output)
     runs: list[dict] = []
     if output.exists():
@@ -216,25 +248,36 @@ def main(argv=None) -> None:
                              "choose another --output")
         runs = previous.get("runs", [])
     done = {(r["method"], r["lmbda"], r["seed"]) for r in runs}
-    payload = {"benchmark": "rd_study", "provenance": provenance(), "settings": settings, "lambdas": lambdas,
-               "methods": {m: METHODS[m] for m in args.methods}, "runs": runs}
-    for seed in args.seeds:
-        for method in args.methods:
+    payload = {"benchmark": "rd_finetune" if args.finetune else "rd_study", "provenance": provenance(),
+               "settings": settings, "lambdas": lambdas, "methods": methods, "runs": runs}
+    for method in methods:  # the anchor (Adam) first: its saved models are what --finetune starts from
+        for seed in args.seeds:
             for lmbda in lambdas[method]:
                 if (method, lmbda, seed) in done:
                     continue
-                run = train_and_test(method, lmbda, seed, args)
+                if args.finetune:
+                    base = _weights_path(args, lmbda, seed)
+                    if not base.exists():
+                        print(f"training the Adam base model {base} first", flush=True)
+                        train_and_test(ANCHOR, lmbda, seed, args, args.steps, METHODS[ANCHOR])
+                    # fresh crops (another data seed) for the continuation, the same for every method
+                    run = train_and_test(method, lmbda, seed, args, args.finetune_steps, methods[method],
+                                         init_weights=str(base), data_seed=1000 + seed)
+                else:
+                    run = train_and_test(method, lmbda, seed, args, args.steps, methods[method])
                 runs.append(run)
-                payload["analysis"] = analyse(runs, args.methods, args.seeds)
+                payload["analysis"] = analyse(runs, list(methods), args.seeds)
                 write_json(output, payload)
                 t = run["test"]
                 print(f"{method:12s} λ={lmbda:<7g} seed={seed}: {t['bpp']:.4f} bpp {t['psnr-rgb']:.2f} dB "
                       f"(y {run['y_share'] or 0:.0%} of train bits, {run['train_s']:.0f} s)", flush=True)
-    payload["analysis"] = analyse(runs, args.methods, args.seeds)
+    payload["analysis"] = analyse(runs, list(methods), args.seeds)
     write_json(output, payload)
     if args.plot:
-        rd_plot(mean_curves(runs, args.methods), "psnr", args.plot,
-                title=f"R-D study: {args.preset}, {args.steps} steps, mean over seeds {args.seeds}")
+        what = (f"fine-tuning {args.finetune_steps} steps from Adam ({args.steps})" if args.finetune
+                else f"{args.steps} steps from scratch")
+        rd_plot(mean_curves(runs, list(methods)), "psnr", args.plot,
+                title=f"R-D study: {args.preset}, {what}, mean over seeds {args.seeds}")
     print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}
                       for m, row in payload["analysis"].items()}, indent=1))
 

@@ -28,7 +28,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
-from torchmetrics.image import PeakSignalNoiseRatio
 
 from . import codec
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
@@ -38,6 +37,7 @@ from .fastpath import GraphedTrainingForward
 from .images import save_image
 from .models import HPCM
 from .optim import FAMO, BitSharePrior, CautiousAdam
+from .optim.qp import qp_weights
 from .optim.schedules import milestone_scheduler
 from .tasks import SCALES, task_losses, task_names
 
@@ -45,6 +45,14 @@ from .tasks import SCALES, task_losses, task_names
 def _images(batch) -> torch.Tensor:
     """Training batches are tensors [B, 3, H, W]; evaluation batches dicts with "image" and "name"."""
     return batch["image"] if isinstance(batch, dict) else batch
+
+
+def _mean_psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Mean over the images of [B, 3, H, W] of each image's PSNR (dB, x_hat clamped to [0, 1]): the one PSNR
+    logged, averaged over images as `test` and the literature report it (logged with the batch size as weight)."""
+    with torch.no_grad():
+        mse = (x_hat.detach().float().clamp(0, 1) - x.float()).pow(2).mean(dim=(1, 2, 3))
+        return (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
 
 
 class LitHPCM(L.LightningModule):
@@ -57,7 +65,9 @@ class LitHPCM(L.LightningModule):
         lr, betas, weight_decay: optimizer settings; lr_multipliers: per parameter group
             (g_a, g_s, h_a, h_s, context, entropy) factors on lr. lr_scale_with_world_size: multiply lr by
             the number of processes (the Balanced R-D authors' rule, `lr *= num_processes`).
-        balancing: "none" or "famo"; task_set: "rd" or "scales"; famo_gamma (float or per task),
+        balancing: "none", "famo" (Balanced R-D's first strategy, for training from scratch) or "qp" (its
+            second, for fine-tuning: per-step QP weights, `lit_hpcm.optim.qp`; offsets from famo_min_losses);
+            task_set: "rd" or "scales"; famo_gamma (float or per task),
             famo_w_lr, famo_update ("same_batch" | "next_batch"), famo_min_losses (FAMO's offsets m: a float
             or one per task; -1, the Balanced R-D authors' value, by default; 0 is FAMO's paper),
             task_priors (one per task, or "bit_share": the scales' running share of the bits as priors and
@@ -90,7 +100,7 @@ class LitHPCM(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         lr_multipliers: Optional[dict[str, float]] = None,
-        balancing: Literal["none", "famo"] = "none",
+        balancing: Literal["none", "famo", "qp"] = "none",
         task_set: Literal["rd", "scales"] = "rd",
         famo_gamma: Union[float, list[float]] = 0.001,
         famo_w_lr: float = 0.025,
@@ -121,12 +131,17 @@ class LitHPCM(L.LightningModule):
         self.model = HPCM(preset, **(model_options or {}))
         self.task_names = task_names(task_set)
         self.balancing = balancing
+        offsets = famo_min_losses
+        if not isinstance(offsets, (int, float)) and len(offsets) != len(self.task_names):
+            raise ValueError(f"famo_min_losses needs one float or {len(self.task_names)} values "
+                             f"({', '.join(self.task_names)}), got {list(offsets)}")
         self.bit_share: Optional[BitSharePrior] = None
         self.famo = self._build_famo() if balancing == "famo" else None
+        # The QP's weights of the last step, for logging only (the QP has no state across steps).
+        self.register_buffer("qp_weights", torch.full((len(self.task_names),), float("nan")), persistent=False)
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self._test_rows: list[dict] = []
         self._compiled_forward = None
         if init_weights:
@@ -261,7 +276,8 @@ class LitHPCM(L.LightningModule):
         distortion, mse = self._distortion(x, out["x_hat"])
         num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
         losses = task_losses(self.hparams.task_set, distortion, out["bits"], num_pixels)
-        stats = {"distortion": distortion, "mse": mse, "bpp": sum(out["bits"].values()).sum() / num_pixels}
+        stats = {"distortion": distortion, "mse": mse, "bpp": sum(out["bits"].values()).sum() / num_pixels,
+                 "psnr": _mean_psnr(x, out["x_hat"])}
         stats |= {f"bpp_{s}": out["bits"][s].sum() / num_pixels for s in SCALES}
         return losses, stats | {"x_hat": out["x_hat"]}
 
@@ -281,9 +297,12 @@ class LitHPCM(L.LightningModule):
             previous = famo.take_prev()
             if previous is not None:
                 famo.update(previous, synced_before)
-        objective = self._balanced_objective(losses, synced_before) if famo is not None else losses.sum()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(objective)
+        if self.hparams.balancing == "qp":
+            objective = self._qp_backward(losses)
+        else:
+            objective = self._balanced_objective(losses, synced_before) if famo is not None else losses.sum()
+            self.manual_backward(objective)
         self._drop_frozen_grads()
         stepped = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in stepped]) if stepped else losses.new_zeros(())
@@ -306,6 +325,41 @@ class LitHPCM(L.LightningModule):
                 famo.remember(synced_before)
         self._log_step("train", objective, synced_before, stats, x.shape[0])
         return objective.detach()
+
+    def _qp_backward(self, losses: torch.Tensor) -> torch.Tensor:
+        """The second strategy's step: per-task gradients g_i of log(L_i − m_i) over the trained parameters
+        (one backward per task over the one forward), averaged over DDP ranks, QP weights w from their Gram
+        matrix, and Σ w_i g_i written to the parameters' .grad. Returns Σ w_i log(L_i − m_i) (w detached).
+
+        Cost: n backward passes instead of 1, and under DDP an all-reduce of n gradient vectors [n, P] instead
+        of DDP's one; every rank then holds the same averaged gradients, hence the same w and the same step.
+        """
+        params = self._trained_parameters()
+        offsets = torch.as_tensor(self.hparams.famo_min_losses, dtype=losses.dtype, device=losses.device)
+        logs = (losses - offsets).log()
+        rows = []
+        for i in range(len(logs)):
+            grads = torch.autograd.grad(logs[i], params, retain_graph=i < len(logs) - 1, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                   for g, p in zip(grads, params)]))
+        task_grads = self.trainer.strategy.reduce(torch.stack(rows), reduce_op="mean")  # [n, P]
+        gram = task_grads @ task_grads.T
+        # Non-finite losses give non-finite gradients (the step is then skipped); keep the solve itself defined.
+        gram = torch.where(torch.isfinite(gram).all(), gram, torch.eye(len(logs), dtype=gram.dtype, device=gram.device))
+        weights = qp_weights(gram)
+        self.qp_weights.copy_(weights.detach())
+        combined = weights @ task_grads
+        start = 0
+        for p in params:
+            p.grad = combined[start : start + p.numel()].view_as(p).clone()
+            start += p.numel()
+        return (weights.detach() * logs).sum()
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters that get gradients this step: requires_grad and not in a frozen group."""
+        groups = self.model.parameter_groups()
+        return [p for name, members in groups.items() if name not in self.frozen_groups
+                for _, p in members if p.requires_grad]
 
     def _balancing_state(self) -> dict:
         """FAMO's state and the bit shares' (references: deep-copy to keep a snapshot)."""
@@ -346,7 +400,6 @@ class LitHPCM(L.LightningModule):
         on_step = stage == "train"
         values = {f"{stage}/loss": losses.sum(), f"{stage}/objective": objective.detach()}
         values |= {f"{stage}/{k}": v.detach() for k, v in stats.items() if k != "x_hat"}
-        values[f"{stage}/psnr"] = -10 * torch.log10(stats["mse"].detach().clamp_min(1e-10))
         self.log_dict(values, on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=not on_step)
         if stage != "train":
             return
@@ -357,6 +410,8 @@ class LitHPCM(L.LightningModule):
             # 0-d tensors, not floats: reading them here would stall the GPU every step.
             extra |= {f"weight/{n}": w for n, w in zip(self.task_names, weights)}
             extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, gamma)}
+        elif self.hparams.balancing == "qp":
+            extra |= {f"weight/{n}": w for n, w in zip(self.task_names, self.qp_weights)}
         self.log_dict(extra, on_step=True, on_epoch=False)
 
     # -- schedulers --------------------------------------------------------------------------------
@@ -379,8 +434,6 @@ class LitHPCM(L.LightningModule):
         x = _images(batch)
         losses, stats = self._losses(x)
         self._log_step("val", losses.sum(), losses, stats, x.shape[0])
-        self.val_psnr(stats["x_hat"].clamp(0, 1), x)
-        self.log("val/psnr_rgb", self.val_psnr, on_epoch=True, batch_size=x.shape[0])
         if batch_idx < self.hparams.log_images and isinstance(batch, dict):
             self._log_reconstruction(batch["name"][0], stats["x_hat"][0].clamp(0, 1))
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hpcm_reference"
+# The project's own copy of the official-HPCM reference outputs (README there), so any clone runs the parity tests.
+FIXTURES = Path(__file__).resolve().parent / "data" / "hpcm_reference"
 
 
 def fixture_dir() -> Path:
-    """The fixture folder beside the checkout (../shared/fixtures/hpcm_reference)."""
+    """The parity fixture folder kept in the repository (tests/data/hpcm_reference)."""
     return FIXTURES
 
 

@@ -1,0 +1,39 @@
+"""Task weights of Balanced R-D's second strategy (for fine-tuning): an equality-constrained quadratic program.
+
+The paper (Zhang et al., CVPR 2025, arXiv 2502.20161) names it in its abstract: the reformulated R-D problem
+"as a quadratic programming problem with an equality constraint", solved analytically. Its method section could
+not be read for this implementation, so the program below is derived from that sentence and from the first
+strategy's log-losses, not transcribed (the README says so). With per-task gradients ``g_i = d log(L_i - m_i)/d
+theta`` (the offsets ``m`` of FAMO, -1 by default) and their Gram matrix ``G_ij = <g_i, g_j>``::
+
+    minimise_w  || sum_i w_i g_i ||^2 = w^T G w     subject to  sum_i w_i = 1
+
+Lagrange: ``2 G w = mu 1`` and ``1^T w = 1`` give ``w = G^-1 1 / (1^T G^-1 1)``: the affine combination of the
+task gradients of least norm. The weights sum to 1 but are not clipped to [0, 1] (the constraint set is the
+plane, not the simplex). A tiny ridge on the diagonal keeps a rank-deficient ``G`` (parallel gradients) solvable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+RIDGE = 1e-10
+"""Diagonal added to the Gram matrix, relative to its mean diagonal entry."""
+
+
+def qp_weights(gram: Tensor) -> Tensor:
+    """Weights ``w`` [n] (summing to 1) minimising ``w^T G w`` over the plane ``sum w = 1``, for ``G`` [n, n].
+
+    Solved in float64 (the Gram entries of large models span many orders of magnitude); returned in
+    ``gram``'s dtype. Never reads the device.
+    """
+    if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"the Gram matrix must be square, got shape {tuple(gram.shape)}")
+    g = gram.double()
+    n = g.shape[0]
+    scale = g.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(n, dtype=g.dtype, device=g.device)
+    solution = torch.linalg.solve(g + RIDGE * scale * eye, torch.ones(n, 1, dtype=g.dtype, device=g.device))
+    weights = solution.squeeze(1) / solution.sum()
+    return weights.to(gram.dtype)
