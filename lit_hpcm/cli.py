@@ -52,7 +52,8 @@ def _lightning(argv: list[str]) -> int:
         HPCMCLI(
             LitHPCM,
             ImageDataModule,
-            args=argv,
+            # LightningCLI warns when given args that sys.argv also holds: pass them only when they differ
+            args=None if argv == sys.argv[1:] else argv,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
         )

@@ -25,6 +25,20 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _checked_output(output: Path, inputs: list[Path], force: bool) -> Path:
+    """`output` if writing it loses nothing: never one of the `inputs` (not even with --force), and an existing
+    file only with --force. Raises ValueError with the reason otherwise."""
+    target = output.resolve()
+    for source in inputs:
+        if source.exists() and target == source.resolve():
+            raise ValueError(f"{output} is also an input: choose another output file")
+    if target.is_dir():
+        raise ValueError(f"{output} is a folder, not a file")
+    if target.exists() and not force:
+        raise ValueError(f"{output} exists; pass --force to replace it")
+    return output
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["base", "large", "tiny"], help="needed only for official weight files")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -32,6 +46,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 @reporting_errors("compress")
 def run_compress(args: argparse.Namespace) -> int:
+    _checked_output(args.output, [args.image, args.ckpt], args.force)
     model = load_model(args.ckpt, args.preset, _device(args.device))
     data = codec.encode(model, open_image(args.image))
     write_atomically(args.output, lambda handle: handle.write(data))
@@ -43,6 +58,7 @@ def run_compress(args: argparse.Namespace) -> int:
 def run_decompress(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
+    _checked_output(args.output, [args.file, args.ckpt], args.force)
     data = args.file.read_bytes()
     header, _, _ = codec.read_header(data)
     model = load_model(args.ckpt, args.preset or header.preset, _device(args.device))
@@ -53,32 +69,49 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 @reporting_errors("eval")
 def run_eval(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _checked_output(args.output, [*args.ckpt, args.data], args.force)
     images = EvalImages(find_images(args.data), args.data)  # the images and names `lit-hpcm test` uses
     device = _device(args.device)
-    points, rows = [], []
+    for ckpt in args.ckpt:  # every file checked before any is measured: a bad last one costs no hours
+        load_model(ckpt, args.preset, "cpu")
+    points, rows, measured = [], [], []
     for ckpt in args.ckpt:
         model = load_model(ckpt, args.preset, device)
         model_rows = []
-        for item in tqdm(images, desc=Path(ckpt).name, unit="img"):
+        run = f"{Path(ckpt).parent.name}/{Path(ckpt).name}" if Path(ckpt).parent.name else Path(ckpt).name
+        for item in tqdm(images, desc=run, unit="img"):
             model_rows.append(measure_image(model, item["image"].to(device), item["name"]) | {"checkpoint": str(ckpt)})
         points.append(summarize(model_rows, str(ckpt))["results"])
         rows += model_rows
-    order = sorted(range(len(points)), key=lambda i: points[i]["bpp"][0])
-    keys = [k for k in points[0] if all(k in p for p in points)]
-    document = {
-        "name": args.name,
-        "description": f"lit-hpcm eval on {args.data} ({len(images)} images), real bitstreams, 8-bit PSNR",
-        "meta": {"checkpoints": [str(args.ckpt[i]) for i in order], "device": str(device)},
-        "results": {k: [points[i][k][0] for i in order] for k in keys},
-        "per_image": rows,
-    }
-    write_results(args.output, document)
+        measured.append(ckpt)
+        document = _eval_document(args, points, rows, measured, len(images), device)
+        if args.output is not None:  # rewritten after every checkpoint: a later failure keeps these
+            write_results(args.output, document)
+    if args.output is not None:
+        print(f"lit-hpcm eval: results -> {args.output}")
     print(json.dumps(document["results"]))
     return 0
 
 
+def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict], measured: list, n_images: int,
+                   device: torch.device) -> dict:
+    """The results document of the checkpoints measured so far, points sorted by rate."""
+    order = sorted(range(len(points)), key=lambda i: points[i]["bpp"][0])
+    keys = [k for k in points[0] if all(k in p for p in points)]
+    return {
+        "name": args.name,
+        "description": f"lit-hpcm eval on {args.data} ({n_images} images), real bitstreams, 8-bit PSNR; bpp counts "
+                       "the entropy-coded strings, bpp-file the whole .hpcm file",
+        "meta": {"checkpoints": [str(measured[i]) for i in order], "device": str(device)},
+        "results": {k: [points[i][k][0] for i in order] for k in keys},
+        "per_image": rows,
+    }
+
+
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
+    _checked_output(args.destination, [args.source], args.force)
     state = import_official(read_checkpoint(args.source), args.preset)
     save_weights(state, args.preset, args.destination)
     print(f"{args.source} -> {args.destination} (preset {args.preset}, {len(state)} tensors)")
@@ -91,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--ckpt", type=Path, required=True, help="lit-hpcm checkpoint, weights file or official file")
+    p.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     _add_model_args(p)
     p.set_defaults(func=run_compress)
 
@@ -98,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     _add_model_args(p)
     p.set_defaults(func=run_decompress)
 
@@ -105,7 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", type=Path, nargs="+", required=True, help="one checkpoint per R-D point (e.g. per λ)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--name", default="lit-hpcm", help="curve name in the results file")
-    p.add_argument("-o", "--output", type=Path, default=Path("results.json"))
+    p.add_argument("-o", "--output", type=Path, default=None, help="results JSON (default: print only)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     _add_model_args(p)
     p.set_defaults(func=run_eval)
 
@@ -113,4 +149,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)
     p.add_argument("--preset", choices=["base", "large", "tiny"], default="base")
+    p.add_argument("--force", action="store_true", help="replace an existing destination file")
     p.set_defaults(func=run_import_official)

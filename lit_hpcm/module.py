@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Literal, Optional, Sequence, Union
 
@@ -40,6 +41,11 @@ from .optim import FAMO, BitSharePrior, CautiousAdam
 from .optim.qp import qp_weights
 from .optim.schedules import milestone_scheduler
 from .tasks import SCALES, task_losses, task_names
+
+
+# Lightning 2.6 builds torch pytree LeafSpec objects, which torch 2.14 deprecates with a FutureWarning on every
+# fit; neither is ours to fix. Only that message is hidden.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def _images(batch) -> torch.Tensor:
@@ -143,6 +149,7 @@ class LitHPCM(L.LightningModule):
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
         self._test_rows: list[dict] = []
+        self._loaded_step: Optional[int] = None  # global step of the checkpoint loaded last (test's meta)
         self._compiled_forward = None
         if init_weights:
             load_into(self.model, load_weights(init_weights, preset), init_weights)
@@ -450,6 +457,15 @@ class LitHPCM(L.LightningModule):
                 save_image(x_hat.float().cpu(), target)
 
     # -- test: real bitstreams ---------------------------------------------------------------------
+    @property
+    def _tested_step(self) -> int:
+        """The training step of the weights under test: the loaded checkpoint's, else the trainer's."""
+        return self._loaded_step if self._loaded_step is not None else self.global_step
+
+    @property
+    def _tested_checkpoint(self) -> Optional[str]:
+        return getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+
     def on_test_start(self) -> None:
         self.model.update()
         self._test_rows = []
@@ -469,7 +485,11 @@ class LitHPCM(L.LightningModule):
         if self.trainer.world_size > 1:
             gathered = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+            # DistributedSampler pads the last round with repeats of the first images: count each image once
+            unique = {}
+            for row in (r for part in gathered for r in part):
+                unique.setdefault(row["name"], row)
+            rows = [unique[name] for name in sorted(unique)]
         if not self.trainer.is_global_zero:
             return
         hp = self.hparams
@@ -478,7 +498,8 @@ class LitHPCM(L.LightningModule):
             name=f"lit-hpcm {hp.preset} λ={hp.lmbda}",
             description="real bitstreams (lit_hpcm.codec files); PSNR and MS-SSIM on 8-bit images",
             meta={"preset": hp.preset, "lmbda": hp.lmbda, "optimizer": hp.optimizer, "balancing": hp.balancing,
-                  "task_set": hp.task_set, "global_step": self.global_step},
+                  "task_set": hp.task_set, "global_step": self._tested_step,
+                  "checkpoint": str(self._tested_checkpoint) if self._tested_checkpoint else None},
         )
         target = Path(hp.test_results) if hp.test_results else Path(self.trainer.log_dir or ".") / "test_results.json"
         write_results(target, summary)
@@ -514,6 +535,7 @@ class LitHPCM(L.LightningModule):
         """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
         source = getattr(self._trainer, "ckpt_path", None) or "checkpoint"
         check_lightning_checkpoint(checkpoint, self.state_dict(), self.hparams.preset, source)
+        self._loaded_step = checkpoint.get("global_step")
         state = checkpoint.get("lit_hpcm", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))

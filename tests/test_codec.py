@@ -102,3 +102,25 @@ def test_cli_compress_decompress_and_bad_file(tmp_path, capsys):
     (tmp_path / "bad.hpcm").write_bytes(b"HPCM\x01garbage")
     assert main(["decompress", str(tmp_path / "bad.hpcm"), "-o", str(tmp_path / "o.png"), "--ckpt", str(weights)]) == 2
     assert "CRC mismatch" in capsys.readouterr().err
+
+
+def test_cli_never_writes_over_an_input_and_refuses_an_existing_output(tmp_path, capsys):
+    torch.manual_seed(0)
+    from lit_hpcm.checkpoints import save_weights
+
+    weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
+    photo = tmp_path / "photo.png"
+    _photo("RGB").save(photo)
+    original = photo.read_bytes()
+    ckpt = ["--ckpt", str(weights)]
+    assert main(["compress", str(photo), "-o", str(photo), *ckpt, "--force"]) == 2  # the input, even with --force
+    assert "also an input" in capsys.readouterr().err and photo.read_bytes() == original
+    assert main(["compress", str(photo), "-o", str(tmp_path / "x.hpcm"), *ckpt]) == 0
+    assert main(["compress", str(photo), "-o", str(tmp_path / "x.hpcm"), *ckpt]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["compress", str(photo), "-o", str(tmp_path / "x.hpcm"), *ckpt, "--force"]) == 0
+    assert main(["decompress", str(tmp_path / "x.hpcm"), "-o", str(photo), *ckpt]) == 2
+    assert photo.read_bytes() == original
+    assert main(["decompress", str(tmp_path / "x.hpcm"), "-o", str(tmp_path), *ckpt, "--force"]) == 2
+    assert "a folder, not a file" in capsys.readouterr().err
+    assert main(["import-official", str(weights), str(weights), "--preset", "tiny", "--force"]) == 2

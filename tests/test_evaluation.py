@@ -406,7 +406,8 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, capsys, single_thread):
     document = json.loads(out.read_text())
     assert {"name", "description", "meta", "results", "per_image"} <= set(document) and document["name"] == "tiny"
     results = document["results"]
-    assert set(results) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time", "decoding_time"}
+    assert set(results) == {"bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time",
+                            "decoding_time"}
     assert all(len(values) == 2 for values in results.values())
     assert results["bpp"] == sorted(results["bpp"]) and sorted(document["meta"]["checkpoints"]) == checkpoints
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == results
@@ -417,7 +418,9 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, capsys, single_thread):
     ]
     for row in rows:
         assert (row["width"], row["height"]) == ((48, 175) if row["name"] == "small.png" else (176, 176))
-        assert row["bytes"] > 0 and row["bpp"] == pytest.approx(8 * row["bytes"] / (row["width"] * row["height"]))
+        assert row["bytes"] > 0 and row["bpp-file"] == pytest.approx(8 * row["bytes"] / (row["width"] * row["height"]))
+        # bpp: the entropy-coded strings only (the literature's count); the file adds its header, lengths and CRC
+        assert 0 < row["bpp"] < row["bpp-file"]
         assert 3 < row["psnr-rgb"] < 60 and row["encoding_time"] > 0 and row["decoding_time"] > 0
         if row["name"] == "small.png":
             assert row["ms-ssim-rgb"] is None
@@ -432,3 +435,26 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, capsys, single_thread):
 
     curve = read_curve(out, "ms-ssim-db")  # what rd-plot reads
     assert curve.name == "tiny" and curve.bpp == tuple(results["bpp"])
+
+
+def test_eval_checks_every_checkpoint_first_and_writes_only_when_asked(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.cli import main
+    from lit_hpcm.data import bundled_photos
+    from lit_hpcm.models import HPCM
+
+    good = str(save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "good.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    (tmp_path / "images").mkdir()
+    Image.open(bundled_photos(("chelsea.png",))[0]).convert("RGB").crop((0, 0, 64, 64)).save(tmp_path / "images" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", good, str(bad), "--data", "images", "-o", str(out)]) == 2
+    assert "bad.pt" in capsys.readouterr().err and not out.exists()  # refused before measuring the good one
+    assert main(["eval", "--ckpt", good, "--data", "images"]) == 0
+    assert not (tmp_path / "results.json").exists()  # printed, not written, unless -o is given
+    assert main(["eval", "--ckpt", good, "--data", "images", "-o", str(out)]) == 0 and out.is_file()
+    assert main(["eval", "--ckpt", good, "--data", "images", "-o", str(out)]) == 2  # exists: needs --force

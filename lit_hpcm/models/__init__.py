@@ -1,5 +1,13 @@
 """HPCM network, its presets and coding schedule."""
 
+import warnings
+
+with warnings.catch_warnings():
+    # CompressAI's package import pulls in torch_geometric, which calls the deprecated torch.jit.script at import
+    # time: a warning about neither package's use here, shown on every run. Only that message, only this import.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import compressai  # noqa: F401
+
 from .hpcm import HPCM, PARAMETER_GROUPS
 from .presets import PRESETS, HPCMConfig
 
