@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -228,16 +228,25 @@ class ResumableLoader(DataLoader):
 
     Iterating is lazy: nothing is drawn from the sampler before the first batch is asked for, which in
     Lightning is after ``set_epoch`` of that epoch.
+
+    ``epoch_fn`` (optional) names the epoch of each pass instead of the sampler's ``set_epoch`` value: Lightning
+    2.6 resuming from a checkpoint written at an epoch's end passes the next epoch's number one too high (its
+    ``epoch_progress.processed`` counts the finished epoch twice), so the resumed run would train another
+    epoch's crops in another order. The data module passes the trainer's ``current_epoch``, which both runs agree on.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, epoch_fn: Optional[Callable[[], Optional[int]]] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.epoch_fn = epoch_fn
         if not isinstance(self.sampler, EpochTaggedSampler):
             raise TypeError(f"ResumableLoader needs an EpochTaggedSampler, got {type(self.sampler).__name__}")
         self._position = (self.sampler.epoch, 0)
         self._resume_at: Optional[tuple[int, int]] = None
 
     def __iter__(self):
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        if epoch is not None:
+            self.sampler.set_epoch(epoch)
         epoch, served = self.sampler.epoch, 0
         if self._resume_at is not None and self._resume_at[0] == epoch:
             served = self._resume_at[1]
@@ -447,8 +456,13 @@ class ImageDataModule(LightningDataModule):
         sampler = EpochTaggedSampler(self.train_set, num_replicas=world_size, rank=rank, seed=self.seed)
         return self._loader(
             self.train_set, self.batch_size, ResumableLoader, sampler=sampler, drop_last=True,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0, epoch_fn=self._training_epoch,
         )
+
+    def _training_epoch(self) -> Optional[int]:
+        """The epoch a training pass belongs to: the trainer's current epoch (None without a trainer: the
+        sampler's own epoch is kept)."""
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     def val_dataloader(self) -> Union[DataLoader, list]:
         """Validation images, or an empty list (Lightning then skips validation) when there are none."""

@@ -150,6 +150,7 @@ class LitHPCM(L.LightningModule):
         self.skipped_steps = 0
         self._test_rows: list[dict] = []
         self._loaded_step: Optional[int] = None  # global step of the checkpoint loaded last (test's meta)
+        self._resume_logged_batches: Optional[int] = None  # logging step to restore at the start of a resumed fit
         self._compiled_forward = None
         if init_weights:
             load_into(self.model, load_weights(init_weights, preset), init_weights)
@@ -529,7 +530,25 @@ class LitHPCM(L.LightningModule):
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "frozen_groups": sorted(self.frozen_groups),
-                                  "lr_multipliers": dict(self.lr_multipliers), "rng": rng}
+                                  "lr_multipliers": dict(self.lr_multipliers), "rng": rng,
+                                  "logged_batches": self._logged_batches()}
+
+    def _logged_batches(self) -> Optional[int]:
+        """Batches trained so far, as the loggers' step counts them (None outside fitting). Lightning's own
+        counter lags by one while a batch's on_train_batch_end runs (it counts the batch afterwards)."""
+        if self._trainer is None:
+            return None
+        loop = self.trainer.fit_loop.epoch_loop
+        progress = loop.batch_progress.total
+        return loop._batches_that_stepped + (progress.processed - progress.completed)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """At the first batch of a resumed fit, put back the logging step the checkpoint recorded: Lightning 2.6
+        restarts its counter assuming the checkpoint was written inside on_train_batch_end, so after a checkpoint
+        written at an epoch's end the resumed run's rows would sit one step later than the unkilled run's."""
+        if self._resume_logged_batches is not None:
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_logged_batches
+            self._resume_logged_batches = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
@@ -537,6 +556,7 @@ class LitHPCM(L.LightningModule):
         check_lightning_checkpoint(checkpoint, self.state_dict(), self.hparams.preset, source)
         self._loaded_step = checkpoint.get("global_step")
         state = checkpoint.get("lit_hpcm", {})
+        self._resume_logged_batches = state.get("logged_batches")
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))
         self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))
