@@ -199,6 +199,32 @@ def mean_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
     return curves
 
 
+def markdown_report(payload: dict) -> str:
+    """The study's tables as Markdown: every run's test point, then BD-rate / BD-PSNR against Adam."""
+    lines = ["| method | λ | seed | bpp | PSNR (dB) | y share (train) | final weights |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(payload["runs"], key=lambda r: (list(payload["methods"]).index(r["method"]), r["lmbda"], r["seed"])):
+        weights = ", ".join(f"{v:.3f}" for v in r["final_weights"].values()) if r.get("final_weights") else "—"
+        share = f"{r['y_share']:.0%}" if r.get("y_share") is not None else "—"
+        lines.append(f"| {r['method']} | {r['lmbda']:g} | {r['seed']} | {r['test']['bpp']:.4f} | "
+                     f"{r['test']['psnr-rgb']:.2f} | {share} | {weights} |")
+    lines += ["", "| method vs adam | BD-rate % (mean ± std) | per seed | BD-PSNR dB (mean ± std) | per seed | "
+              "rate overlap per seed | notes |", "|---|---|---|---|---|---|---|"]
+
+    def spread(entry, digits):
+        if entry["mean"] is None:
+            return "not computable", "—"
+        std = f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else ""
+        return f"{entry['mean']:.{digits}f}{std}", ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
+
+    for method, row in payload.get("analysis", {}).items():
+        rate, rate_seeds = spread(row["bd_rate_percent"], 1)
+        psnr, psnr_seeds = spread(row["bd_psnr_db"], 2)
+        overlaps = ", ".join(f"{o['rate']:.2f}" for o in row["overlap"])
+        notes = "; ".join(row["notes"]) or "—"
+        lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {notes} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
@@ -273,6 +299,7 @@ def main(argv=None) -> None:
                       f"(y {run['y_share'] or 0:.0%} of train bits, {run['train_s']:.0f} s)", flush=True)
     payload["analysis"] = analyse(runs, list(methods), args.seeds)
     write_json(output, payload)
+    output.with_suffix(".md").write_text(markdown_report(payload))
     if args.plot:
         what = (f"fine-tuning {args.finetune_steps} steps from Adam ({args.steps})" if args.finetune
                 else f"{args.steps} steps from scratch")

@@ -13,6 +13,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from .checkpoint_io import CheckpointError, unreadable_checkpoint, with_atomic_checkpoints
+from .errors import ConfigError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -57,7 +58,7 @@ def _lightning(argv: list[str]) -> int:
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
         )
-    except CheckpointError as err:  # a bad --ckpt_path: one line, not a traceback
+    except (CheckpointError, ConfigError) as err:  # a bad --ckpt_path or setting: one line, not a traceback
         print(f"lit-hpcm {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -74,6 +75,8 @@ def _tools_parser() -> argparse.ArgumentParser:
         description="Train and evaluate HPCM. Training: lit-hpcm {fit,validate,test,predict} -c CONFIG.yaml",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in LIGHTNING_COMMANDS:  # dispatched to LightningCLI before parsing; listed here so usage names them
+        subparsers.add_parser(name, help=f"LightningCLI {name}: lit-hpcm {name} -c CONFIG.yaml [--help]", add_help=False)
     commands.register(subparsers)
     register_rd_plot(subparsers)
     register_sweep_grid(subparsers)

@@ -53,6 +53,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lit_hpcm.errors import ConfigError
 from lit_hpcm.images import find_images, image_to_tensor, open_image
 
 __all__ = [
@@ -351,12 +352,17 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         for name, value in (("patch_size", patch_size), ("batch_size", batch_size), ("val_batch_size", val_batch_size)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         for name, value in (("train_length", train_length), ("max_val_images", max_val_images)):
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or unset, got {value}")
+                raise ConfigError(f"{name} must be >= 1 or unset, got {value}")
         if num_workers < 0 or seed < 0:
-            raise ValueError(f"num_workers and seed must be >= 0, got {num_workers} and {seed}")
+            raise ConfigError(f"num_workers and seed must be >= 0, got {num_workers} and {seed}")
+        for name, folder in (("train_dir", train_dir), ("val_dir", val_dir), ("test_dir", test_dir),
+                             ("predict_dir", predict_dir)):
+            if folder is not None and not Path(folder).is_dir():
+                what = "a file, not a folder" if Path(folder).exists() else "no such folder"
+                raise ConfigError(f"{name} {folder}: {what}")
         self.save_hyperparameters()
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.predict_dir = predict_dir

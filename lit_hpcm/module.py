@@ -32,6 +32,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from . import codec
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
+from .errors import ConfigError
 from .evaluation.measure import measure_image, summarize
 from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
@@ -51,6 +52,23 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 def _images(batch) -> torch.Tensor:
     """Training batches are tensors [B, 3, H, W]; evaluation batches dicts with "image" and "name"."""
     return batch["image"] if isinstance(batch, dict) else batch
+
+
+def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: Optional[float],
+                    bit_share_decay: float, plateau_start_epoch: int) -> None:
+    """Refuse values that cannot train (ConfigError naming the option) before anything is built or written."""
+    problems = []
+    for name, value in (("lmbda", lmbda), ("lr", lr), ("famo_w_lr", famo_w_lr)):
+        if not value > 0:
+            problems.append(f"{name} must be > 0, got {value}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        problems.append(f"clip_grad_norm must be > 0 or null (off), got {clip_grad_norm}")
+    if not 0 <= bit_share_decay < 1:
+        problems.append(f"bit_share_decay must be in [0, 1), got {bit_share_decay}")
+    if plateau_start_epoch < 0:
+        problems.append(f"plateau_start_epoch must be >= 0, got {plateau_start_epoch}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _mean_psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -132,6 +150,8 @@ class LitHPCM(L.LightningModule):
         tf32: bool = True,
     ):
         super().__init__()
+        _check_settings(lmbda=lmbda, lr=lr, famo_w_lr=famo_w_lr, clip_grad_norm=clip_grad_norm,
+                        bit_share_decay=bit_share_decay, plateau_start_epoch=plateau_start_epoch)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = HPCM(preset, **(model_options or {}))
@@ -139,7 +159,7 @@ class LitHPCM(L.LightningModule):
         self.balancing = balancing
         offsets = famo_min_losses
         if not isinstance(offsets, (int, float)) and len(offsets) != len(self.task_names):
-            raise ValueError(f"famo_min_losses needs one float or {len(self.task_names)} values "
+            raise ConfigError(f"famo_min_losses needs one float or {len(self.task_names)} values "
                              f"({', '.join(self.task_names)}), got {list(offsets)}")
         self.bit_share: Optional[BitSharePrior] = None
         self.famo = self._build_famo() if balancing == "famo" else None
@@ -163,17 +183,17 @@ class LitHPCM(L.LightningModule):
         priors = hp.task_priors
         if hp.scale_weights is not None:
             if hp.task_set != "scales" or len(hp.scale_weights) != 3:
-                raise ValueError("scale_weights needs task_set 'scales' and three values [s1, s2, s3]")
+                raise ConfigError("scale_weights needs task_set 'scales' and three values [s1, s2, s3]")
             if priors is not None:
-                raise ValueError("give task_priors or scale_weights, not both")
+                raise ConfigError("give task_priors or scale_weights, not both")
             priors = [1.0, 1.0, *hp.scale_weights]
         if priors is None and hp.task_set == "scales":
             priors = "bit_share"
         if priors == "bit_share":
             if hp.task_set != "scales":
-                raise ValueError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
+                raise ConfigError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
             if not isinstance(hp.famo_min_losses, (int, float)):
-                raise ValueError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
+                raise ConfigError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
                                  "offset); the rates' offsets are minus their bit shares")
             self.bit_share = BitSharePrior(len(self.task_names) - 1, decay=hp.bit_share_decay)
             priors = None

@@ -43,3 +43,27 @@ def test_a_short_fit_writes_an_offline_wandb_run_and_a_csv_log(tmp_path, offline
     assert list((run / "files" / "media" / "images").rglob("*.png"))  # the validation reconstruction
     rows = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
     assert any(row["train/loss_step"] for row in rows) and any(row["val/loss"] for row in rows)
+
+
+def test_an_unknown_subcommand_lists_every_subcommand(capsys):
+    import pytest
+
+    from lit_hpcm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fitt"])
+    err = capsys.readouterr().err
+    for name in ("fit", "validate", "test", "predict", "compress", "decompress", "eval", "import-official"):
+        assert f"'{name}'" in err
+
+
+def test_settings_that_cannot_train_are_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from lit_hpcm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    for option, message in (("--model.lmbda=-0.5", "lmbda must be > 0"), ("--data.batch_size=-1", "batch_size must be"),
+                            ("--data.train_dir=nowhere", "train_dir nowhere: no such folder")):
+        assert main(["fit", "-c", config, option]) == 2
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no log folder, no checkpoint folder
