@@ -20,7 +20,8 @@ operating point, chosen so the curves overlap in rate; the overlap is reported):
 
 Fine-tuning study (``--finetune``, Balanced R-D's second strategy): start from the Adam models of the study
 (``--weights_dir``: the from-scratch study saves them there; missing ones are trained first, same recipe), continue
-``--finetune_steps`` with Adam, with FAMO (rd) and with the QP (rd), same data, seeds and steps, each at its base
+``--finetune_steps`` with Adam, with cautious Adam alone, with FAMO (rd) and with the QP (rd), same data, seeds and
+steps, each at its base
 model's λ; BD-rate of each against continued Adam.
 
     python benchmarks/rd_study.py --finetune -o benchmarks/results/rd_finetune.json --plot docs/rd_finetune.png
@@ -57,6 +58,7 @@ METHODS: dict[str, dict] = {
 }
 FINETUNE_METHODS: dict[str, dict] = {
     "adam": {"optimizer": "adam", "balancing": "none"},
+    "cautious": {"optimizer": "cautious_adam", "balancing": "none"},
     "famo_rd": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd"},
     "qp_rd": {"optimizer": "cautious_adam", "balancing": "qp", "task_set": "rd"},
 }
@@ -156,8 +158,25 @@ def _spread(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else None, "per_seed": values}
 
 
+def rd_cost(run: dict) -> float:
+    """The run's R-D cost on the test images at its own λ: mean over images of λ·255²·MSE + bpp (real bitstreams,
+    MSE of the 8-bit images recovered from each image's PSNR)."""
+    return statistics.fmean(run["lmbda"] * 255**2 * 10 ** (-row["psnr-rgb"] / 10) + row["bpp"]
+                            for row in run["per_image"])
+
+
+def paired_cost(runs: list[dict], method: str) -> dict | None:
+    """Relative R-D cost (%) of `method` against Adam trained at the same λ and seed, over every such pair:
+    the comparison that needs no curve, for methods that minimise the same λ-weighted cost (not FAMO's)."""
+    anchor = {(r["lmbda"], r["seed"]): r for r in runs if r["method"] == ANCHOR}
+    pairs = [100 * (rd_cost(r) / rd_cost(anchor[(r["lmbda"], r["seed"])]) - 1)
+             for r in runs if r["method"] == method and (r["lmbda"], r["seed"]) in anchor]
+    return _spread(pairs) | {"pairs": len(pairs)} if pairs else None
+
+
 def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
-    """BD-rate / BD-PSNR of every method against Adam, per seed and over seeds, with the overlaps."""
+    """BD-rate / BD-PSNR of every method against Adam, per seed and over seeds, with the overlaps; and the
+    paired R-D cost against Adam at the same λ where the λ grids meet."""
     table = {}
     for method in methods:
         if method == ANCHOR:
@@ -178,7 +197,7 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
             except ValueError as err:
                 notes.append(f"seed {seed} BD-PSNR: {err}")
         table[method] = {"bd_rate_percent": _spread(rates), "bd_psnr_db": _spread(psnrs), "overlap": overlaps,
-                         "notes": notes}
+                         "rd_cost_vs_adam_percent": paired_cost(runs, method), "notes": notes}
     return table
 
 
@@ -199,6 +218,32 @@ def mean_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
     return curves
 
 
+def plot_training_curves(runs: list[dict], out_png: str, seed: int = 0) -> None:
+    """Training bpp, PSNR and (for FAMO) the rate task's weight against the step, one line per method and λ of
+    `seed`: how each method got where it ended."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for run in (r for r in runs if r["seed"] == seed):
+        rows = run["training_curve"]
+        steps = [row["step"] for row in rows]
+        label = f"{run['method']} λ={run['lmbda']:g}"
+        style = "--" if run["method"].startswith("famo") or run["method"].startswith("qp") else "-"
+        axes[0].plot(steps, [row.get("bpp", float("nan")) for row in rows], style, label=label)
+        axes[1].plot(steps, [row.get("psnr", float("nan")) for row in rows], style, label=label)
+        if rows and rows[-1].get("weights"):
+            axes[2].plot(steps, [1 - row["weights"]["distortion"] for row in rows], style, label=label)
+    for ax, title in zip(axes, ("training bpp", "training PSNR (dB)", "FAMO: weight of the rate task(s)")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2)
+    FigureCanvasAgg(fig)
+    fig.savefig(out_png, dpi=120)
+
+
 def markdown_report(payload: dict) -> str:
     """The study's tables as Markdown: every run's test point, then BD-rate / BD-PSNR against Adam."""
     lines = ["| method | λ | seed | bpp | PSNR (dB) | y share (train) | final weights |", "|---|---|---|---|---|---|---|"]
@@ -208,7 +253,8 @@ def markdown_report(payload: dict) -> str:
         lines.append(f"| {r['method']} | {r['lmbda']:g} | {r['seed']} | {r['test']['bpp']:.4f} | "
                      f"{r['test']['psnr-rgb']:.2f} | {share} | {weights} |")
     lines += ["", "| method vs adam | BD-rate % (mean ± std) | per seed | BD-PSNR dB (mean ± std) | per seed | "
-              "rate overlap per seed | notes |", "|---|---|---|---|---|---|---|"]
+              "rate overlap per seed | R-D cost vs Adam at the same λ, % (mean ± std, pairs) | notes |",
+              "|---|---|---|---|---|---|---|---|"]
 
     def spread(entry, digits):
         if entry["mean"] is None:
@@ -220,8 +266,10 @@ def markdown_report(payload: dict) -> str:
         rate, rate_seeds = spread(row["bd_rate_percent"], 1)
         psnr, psnr_seeds = spread(row["bd_psnr_db"], 2)
         overlaps = ", ".join(f"{o['rate']:.2f}" for o in row["overlap"])
-        notes = "; ".join(row["notes"]) or "—"
-        lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {notes} |")
+        notes = "; ".join(dict.fromkeys(n.split(": ", 1)[1] for n in row["notes"])) or "—"
+        cost = row.get("rd_cost_vs_adam_percent")
+        cost_text = f"{spread(cost, 1)[0]} ({cost['pairs']})" if cost else "no shared λ"
+        lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {cost_text} | {notes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +295,11 @@ def main(argv=None) -> None:
     parser.add_argument("--finetune", action="store_true", help="the fine-tuning study (see above)")
     parser.add_argument("--finetune_steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 64² crops, one seed")
+    parser.add_argument("--report_only", action="store_true",
+                        help="recompute the analysis, Markdown and plots of an existing --output; train nothing")
     parser.add_argument("-o", "--output", default="rd_study.json")
     parser.add_argument("--plot", default=None, help="RD plot PNG of the seed-mean curves")
+    parser.add_argument("--curves", default=None, help="training-curve PNG (first seed)")
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run device banners
     if (args.train_dir is None) != (args.test_dir is None):
@@ -274,6 +325,10 @@ def main(argv=None) -> None:
                              "choose another --output")
         runs = previous.get("runs", [])
     done = {(r["method"], r["lmbda"], r["seed"]) for r in runs}
+    if args.report_only:
+        if not runs:
+            raise SystemExit(f"{output}: no runs to report")
+        done = {(m, lmbda, seed) for m in methods for lmbda in lambdas[m] for seed in args.seeds}
     payload = {"benchmark": "rd_finetune" if args.finetune else "rd_study", "provenance": provenance(),
                "settings": settings, "lambdas": lambdas, "methods": methods, "runs": runs}
     for method in methods:  # the anchor (Adam) first: its saved models are what --finetune starts from
@@ -305,6 +360,8 @@ def main(argv=None) -> None:
                 else f"{args.steps} steps from scratch")
         rd_plot(mean_curves(runs, list(methods)), "psnr", args.plot,
                 title=f"R-D study: {args.preset}, {what}, mean over seeds {args.seeds}")
+    if args.curves:
+        plot_training_curves(runs, args.curves, seed=args.seeds[0])
     print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}
                       for m, row in payload["analysis"].items()}, indent=1))
 
