@@ -331,6 +331,10 @@ def main(argv=None) -> None:
         done = {(m, lmbda, seed) for m in methods for lmbda in lambdas[m] for seed in args.seeds}
     payload = {"benchmark": "rd_finetune" if args.finetune else "rd_study", "provenance": provenance(),
                "settings": settings, "lambdas": lambdas, "methods": methods, "runs": runs}
+    if output.exists() and previous.get("provenance"):  # where the runs were trained, not where they are reported
+        payload["provenance"] = previous["provenance"] if args.report_only else payload["provenance"]
+        payload["earlier_provenance"] = previous.get("earlier_provenance", []) + (
+            [] if args.report_only else [previous["provenance"]])
     for method in methods:  # the anchor (Adam) first: its saved models are what --finetune starts from
         for seed in args.seeds:
             for lmbda in lambdas[method]:
