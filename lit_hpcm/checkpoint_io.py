@@ -47,6 +47,9 @@ class CheckpointError(ValueError):
 def unreadable_checkpoint(path, err: BaseException) -> CheckpointError:
     """The error for a file ``torch.load`` refused, with the first line of torch's reason."""
     reason = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+    if "weights_only" in str(err) or "Weights only load failed" in reason:
+        # torch's advice to retry with weights_only=False (arbitrary code execution) is not ours to give
+        reason = "it holds something other than tensors and plain data"
     return CheckpointError(
         f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format): "
         f"{type(err).__name__}: {reason}"

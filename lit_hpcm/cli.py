@@ -12,10 +12,11 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from .checkpoint_io import CheckpointError, unreadable_checkpoint, with_atomic_checkpoints
+from .checkpoint_io import CheckpointError, read_checkpoint, with_atomic_checkpoints
 from .errors import ConfigError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 
 
 class HPCMCLI(LightningCLI):
@@ -27,12 +28,27 @@ class HPCMCLI(LightningCLI):
         return super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads `--ckpt_path`'s hyper-parameters first: a file it cannot read becomes a
-        `CheckpointError` naming it instead of an unpickling traceback."""
-        try:
-            super()._parse_ckpt_path()
-        except Exception as err:
-            raise unreadable_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), err) from None
+        """LightningCLI would merge the hyper-parameters saved in `--ckpt_path` over the config, so the checkpoint
+        silently won over what the user asked (another `test_results`, another `balancing`). Here the config and
+        the command line win; the file is only checked: readable, and a Lightning checkpoint rather than a
+        weights file (those start a run through `model.init_weights`). Whether it fits the configured model
+        (preset, FAMO state) is checked when it loads (`LitHPCM.on_load_checkpoint`), in one clear line."""
+        from .checkpoints import WEIGHTS_FORMAT
+
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+            return
+        if Path(ckpt_path).is_dir():
+            raise CheckpointError(f"{ckpt_path}: a folder, not a checkpoint file")
+        checkpoint = read_checkpoint(ckpt_path)
+        if isinstance(checkpoint, dict) and checkpoint.get("format") == WEIGHTS_FORMAT:
+            raise CheckpointError(f"{ckpt_path}: a lit-hpcm weights file, not a training checkpoint; to start a run "
+                                  f"from these weights use --model.init_weights {ckpt_path}")
+        if not (isinstance(checkpoint, dict) and "pytorch-lightning_version" in checkpoint):
+            raise CheckpointError(f"{ckpt_path}: not a lit-hpcm training checkpoint (an official HPCM file? "
+                                  "start from it with --model.init_weights, or convert it with import-official)")
 
     def before_predict(self) -> None:
         """`predict` is for files: unless the config has a prediction writer, add a `CodecWriter` that

@@ -138,14 +138,19 @@ def test_no_folders_uses_bundled_photos():
 
 @pytest.mark.parametrize("split, stage", [("train", "fit"), ("val", "validate"), ("test", "test")])
 @pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
-def test_missing_or_empty_folder_fails_at_setup_naming_it(tmp_path, split, stage, empty):
+def test_missing_or_empty_folder_is_refused_naming_it(tmp_path, split, stage, empty):
+    """A missing folder is refused when the module is built (before a run writes anything); an empty one at setup."""
     folder = tmp_path / "images"
     if empty:
         folder.mkdir()
-    dm = ImageDataModule(**{f"{split}_dir": str(folder)})
-    with pytest.raises(ValueError, match="no image files" if empty else "does not exist") as info:
-        dm.setup(stage)
-    assert str(info.value).startswith(f"{split}_dir: {folder}")
+        dm = ImageDataModule(**{f"{split}_dir": str(folder)})
+        with pytest.raises(ValueError, match="no image files") as info:
+            dm.setup(stage)
+        assert str(info.value).startswith(f"{split}_dir: {folder}")
+    else:
+        with pytest.raises(ValueError, match="no such folder") as info:
+            ImageDataModule(**{f"{split}_dir": str(folder)})
+        assert str(info.value) == f"{split}_dir {folder}: no such folder"
 
 
 def test_folders_given_without_val_or_test(photo_dir):
