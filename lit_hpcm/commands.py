@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from . import codec
 from .checkpoint_io import write_atomically
-from .checkpoints import import_official, load_model, read_checkpoint, save_weights
+from .checkpoints import WEIGHTS_FORMAT, import_official, load_model, read_checkpoint, save_weights
 from .cli_support import reporting_errors
 from .data import EvalImages
 from .evaluation.measure import summarize, measure_image
@@ -112,7 +112,11 @@ def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
     _checked_output(args.destination, [args.source], args.force)
-    state = import_official(read_checkpoint(args.source), args.preset)
+    source = read_checkpoint(args.source)
+    if isinstance(source, dict) and (source.get("format") == WEIGHTS_FORMAT or "pytorch-lightning_version" in source):
+        raise ValueError(f"{args.source} is already a lit-hpcm file: use it as it is (--ckpt, model.init_weights, "
+                         "or --ckpt_path for a training checkpoint)")
+    state = import_official(source, args.preset)
     save_weights(state, args.preset, args.destination)
     print(f"{args.source} -> {args.destination} (preset {args.preset}, {len(state)} tensors)")
     return 0

@@ -90,3 +90,13 @@ def test_weights_and_official_files_that_do_not_fit_name_the_file(tmp_path):
     torch.save({k: v for k, v in official.items() if k != "g_a.branch.0.weight"}, tmp_path / "official.pth.tar")
     with pytest.raises(CheckpointError, match=r"official\.pth\.tar: official checkpoint does not match HPCM preset 't"):
         load_model(tmp_path / "official.pth.tar", preset="tiny")
+
+
+def test_import_official_on_a_lit_hpcm_file_says_it_is_already_usable(tmp_path, capsys):
+    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.cli import main
+    from lit_hpcm.models import HPCM
+
+    weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "w.pt")
+    assert main(["import-official", str(weights), str(tmp_path / "again.pt"), "--preset", "tiny"]) == 2
+    assert "already a lit-hpcm file" in capsys.readouterr().err and not (tmp_path / "again.pt").exists()

@@ -74,8 +74,10 @@ def test_cli_predict_on_the_demo_config_writes_into_the_run_folder(tmp_path, pho
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
     run = tmp_path / "run"
-    main(["predict", "-c", "configs/demo.yaml", f"--ckpt_path={ckpt}", f"--data.predict_dir={photo_dir}",
-          f"--trainer.default_root_dir={run}", f"--trainer.logger.init_args.save_dir={run}"])
+    # the checkpoint is a plain-Adam model: the config must say so (the config, not the checkpoint, builds the model)
+    assert main(["predict", "-c", "configs/demo.yaml", f"--ckpt_path={ckpt}", f"--data.predict_dir={photo_dir}",
+                 f"--trainer.default_root_dir={run}", f"--trainer.logger.init_args.save_dir={run}",
+                 "--model.balancing=none", "--model.optimizer=adam"]) == 0
     written = sorted(p.relative_to(run / "predictions").as_posix() for p in (run / "predictions").rglob("*.*"))
     assert written == ["a.hpcm", "a.png", "sub/b.hpcm", "sub/b.png"]
     model = load_model(ckpt)  # the checkpoint's weights decode the CLI's files exactly
