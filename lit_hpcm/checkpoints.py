@@ -195,7 +195,11 @@ def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch
         raise CheckpointError(f"{source}: a checkpoint of preset {found!r}; this model is preset {preset!r}")
     problems = _mismatches(checkpoint["state_dict"], expected, skip=tuple(f"model.{p}" for p in _REBUILT_PREFIXES))
     if problems:
-        raise CheckpointError(f"{source}: checkpoint does not fit this model (preset {preset!r}): {_shown(problems)}")
+        saved = checkpoint.get("hyper_parameters", {})
+        recipe = {k: saved[k] for k in ("balancing", "task_set", "task_priors") if k in saved}
+        hint = f"; it was trained with {recipe}: give the same settings (or the run's config)" if recipe else ""
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit this model (preset {preset!r}): {_shown(problems)}{hint}")
 
 
 def checkpoint_differences(a, b, where: str = "") -> list[str]:
