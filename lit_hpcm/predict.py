@@ -59,8 +59,9 @@ class CodecWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         """One summary line: how many images, where, and their total rate."""
-        if self._written:
-            pl_module.print(
+        if self._written and trainer.is_global_zero:
+            # plain print: the progress bar's print (LightningModule.print) is lost once the bar has closed
+            print(
                 f"lit-hpcm predict: {len(self._written)} images -> {self.output_dir} (.hpcm + decoded .png), "
                 f"{self._bytes} bytes, {8 * self._bytes / self._pixels:.4f} bpp over all pixels"
             )

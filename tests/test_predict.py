@@ -67,7 +67,7 @@ def test_two_inputs_with_the_same_output_name_are_refused(tmp_path, photo_dir):
         _trainer(tmp_path, callbacks=[CodecWriter(str(tmp_path / "out"))]).predict(LitHPCM(preset="tiny"), data)
 
 
-def test_cli_predict_on_the_demo_config_writes_into_the_run_folder(tmp_path, photo_dir):
+def test_cli_predict_on_the_demo_config_writes_into_the_run_folder(tmp_path, photo_dir, capsys):
     torch.manual_seed(0)
     trainer = _trainer(tmp_path, max_steps=1)
     trainer.fit(LitHPCM(preset="tiny"), DataLoader([torch.rand(2, 3, 64, 64)], batch_size=None))
@@ -78,6 +78,7 @@ def test_cli_predict_on_the_demo_config_writes_into_the_run_folder(tmp_path, pho
     assert main(["predict", "-c", "configs/demo.yaml", f"--ckpt_path={ckpt}", f"--data.predict_dir={photo_dir}",
                  f"--trainer.default_root_dir={run}", f"--trainer.logger.init_args.save_dir={run}",
                  "--model.balancing=none", "--model.optimizer=adam"]) == 0
+    assert f"lit-hpcm predict: 2 images -> {run / 'predictions'}" in capsys.readouterr().out  # says where
     written = sorted(p.relative_to(run / "predictions").as_posix() for p in (run / "predictions").rglob("*.*"))
     assert written == ["a.hpcm", "a.png", "sub/b.hpcm", "sub/b.png"]
     model = load_model(ckpt)  # the checkpoint's weights decode the CLI's files exactly
