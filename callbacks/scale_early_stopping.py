@@ -169,7 +169,7 @@ class ScaleEarlyStopping(Callback):
 
     def _save_best(self, trainer: pl.Trainer, name: str) -> None:
         """Replace the monitor's best checkpoint (atomically with the CLI's `AtomicCheckpointIO`)."""
-        trainer.save_checkpoint(self.dirpath / _checkpoint_name(name))
+        trainer.save_checkpoint(self.dirpath / _checkpoint_name(name), weights_only=False)  # full state, said outright
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write_outputs()
