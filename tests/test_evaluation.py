@@ -170,6 +170,33 @@ def test_rd_plot_writes_png(tmp_path):
         rd_plot(curves, "ms-ssim-db", tmp_path / "x.png")
 
 
+def test_rd_plot_axes_follow_the_users_curves(tmp_path, monkeypatch):
+    """A small demo curve next to Kodak references: the axes span the demo curve (references clipped), unless
+    --xlim/--ylim say otherwise; a plot without a title is titled by its metric."""
+    from lit_hpcm.evaluation import plots
+
+    mine = RDCurve("mine", "psnr", (0.02, 0.03, 0.04, 0.05), (17.0, 18.0, 19.0, 20.0))
+    curves = [mine, get_reference("hpcm-base-kodak")]
+    (x_low, x_high), (y_low, y_high) = plots.axis_limits([mine])
+    assert x_low < 0.02 and 0.05 < x_high < 0.06 and y_low < 17 and 20 < y_high < 21
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, out_png):
+        (ax,) = fig.axes
+        seen.update(x=ax.get_xlim(), y=ax.get_ylim(), title=ax.get_title())
+        return real_save(fig, out_png)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.rd_plot(curves, "psnr", tmp_path / "a.png", focus=["mine"])
+    assert seen["x"] == pytest.approx((x_low, x_high)) and seen["y"] == pytest.approx((y_low, y_high))
+    assert "PSNR" in seen["title"]
+    plots.rd_plot(curves, "psnr", tmp_path / "b.png", focus=["mine"], xlim=(0, 1), ylim=(10, 40), title="T")
+    assert seen["x"] == (0, 1) and seen["y"] == (10, 40) and seen["title"] == "T"
+    with pytest.raises(ValueError, match="not plotted"):
+        plots.rd_plot(curves, "psnr", tmp_path / "c.png", focus=["nobody"])
+
+
 def test_bd_table_rows_explain_incomparable_curves():
     short = RDCurve("short", "psnr", ANCHOR_BPP[:3], ANCHOR_PSNR[:3])
     curves = [get_reference("vtm-kodak"), get_reference("hpcm-base-kodak"), short]

@@ -28,7 +28,9 @@ def run_rd_plot(args: argparse.Namespace) -> int:
     curves = [read_curve(source, args.metric) for source in sources]
     anchor = args.anchor or (args.ref[0] if args.ref else curves[0].name)
     rows = bd_table(curves, anchor, method=args.method)
-    png = rd_plot(curves, args.metric, args.output, title=args.title)
+    focus = [curve.name for curve in curves[: len(args.results)]]  # the axes follow the user's curves
+    png = rd_plot(curves, args.metric, args.output, title=args.title, focus=focus or None,
+                  xlim=tuple(args.xlim) if args.xlim else None, ylim=tuple(args.ylim) if args.ylim else None)
     md_path = png.with_name(f"{png.stem}_bd.md")
     csv_path = png.with_name(f"{png.stem}_bd.csv")
     write_table(rows, md_path, csv_path, title=f"BD metrics vs {anchor} ({args.metric}, {args.method})")
@@ -83,7 +85,10 @@ def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--anchor", metavar="NAME", help="curve name to compare against (default: the first --ref, else the first file)"
     )
     parser.add_argument("--method", choices=METHODS, default="pchip", help="BD interpolation (default: pchip)")
-    parser.add_argument("--title", help="plot title")
+    parser.add_argument("--title", help="plot title (default: names the metric)")
+    parser.add_argument("--xlim", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="bpp range (default: the results files' curves, references clipped to it)")
+    parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"), help="quality range")
     parser.add_argument("-o", "--output", type=Path, default=Path("rd.png"), help="output PNG (default: rd.png)")
     parser.set_defaults(func=run_rd_plot)
     return parser

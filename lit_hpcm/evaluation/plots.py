@@ -32,24 +32,56 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     return out_png
 
 
-def rd_plot(curves: Sequence[RDCurve], metric: str, out_png: str | Path, title: str | None = None) -> Path:
-    """Plot bpp against ``metric`` for every curve (markers joined by lines, one legend entry each)."""
+def axis_limits(
+    curves: Sequence[RDCurve], margin: float = 0.08
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(x, y) limits spanning ``curves`` with a relative ``margin`` on each side."""
+    xs = np.concatenate([np.asarray(c.bpp, dtype=float) for c in curves])
+    ys = np.concatenate([np.asarray(c.values, dtype=float) for c in curves])
+
+    def padded(values: np.ndarray) -> tuple[float, float]:
+        low, high = float(values.min()), float(values.max())
+        pad = (high - low) * margin or abs(high) * margin or 1.0
+        return low - pad, high + pad
+
+    return padded(xs), padded(ys)
+
+
+def rd_plot(
+    curves: Sequence[RDCurve],
+    metric: str,
+    out_png: str | Path,
+    title: str | None = None,
+    focus: Sequence[str] | None = None,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """Plot bpp against ``metric`` for every curve (markers joined by lines, one legend entry each).
+
+    The axes span the curves named in ``focus`` (the user's own; references outside are clipped), or all curves;
+    ``xlim`` / ``ylim`` override. Without ``title`` the plot is titled by its metric.
+    """
     if not curves:
         raise ValueError("rd_plot needs at least one curve")
     wrong = [c.name for c in curves if c.metric != metric]
     if wrong:
         raise ValueError(f"curves {', '.join(wrong)} are not {metric} curves")
+    unknown = sorted(set(focus or ()) - {c.name for c in curves})
+    if unknown:
+        raise ValueError(f"focus names curves that are not plotted: {', '.join(unknown)}")
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for curve, marker in zip(curves, itertools.cycle(_MARKERS)):
         order = np.argsort(curve.bpp)
         ax.plot(np.asarray(curve.bpp)[order], np.asarray(curve.values)[order], marker=marker, label=curve.name)
+    auto_x, auto_y = axis_limits([c for c in curves if not focus or c.name in focus])
+    ax.set_xlim(*(xlim or auto_x))
+    ax.set_ylim(*(ylim or auto_y))
     ax.set_xlabel("Bit rate (bpp)")
     ax.set_ylabel(METRIC_LABELS[metric])
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    if title:
-        ax.set_title(title)
+    ax.set_title(title or f"Rate-distortion: {METRIC_LABELS[metric]} against bit rate")
     return _save(fig, out_png)
 
 
