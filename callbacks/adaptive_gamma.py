@@ -285,8 +285,10 @@ def plot_gamma(
     if np.all(values == values[:, :1]):
         ax.plot(values[:, 0], label="γ (every task)")
     else:
-        for name, column in zip(tasks, values.T):
-            ax.plot(column, label=f"γ {name}")
+        # tasks can share a curve (distortion and rate_z in hierarchical): a style each keeps both visible
+        styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
+        for index, (name, column) in enumerate(zip(tasks, values.T)):
+            ax.plot(column, label=f"γ {name}", linestyle=styles[index % len(styles)], linewidth=2.2 - 0.3 * index)
     ax.set(xlabel=unit, ylabel="γ", title=f"AdaptiveGamma: {schedule.strategy} over {total} {unit}s")
     ax.grid(alpha=0.3)
     ax.legend()

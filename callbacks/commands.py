@@ -45,7 +45,9 @@ def register_plot_gamma(subparsers: argparse._SubParsersAction) -> argparse.Argu
         description="Plot FAMO's γ per task over a run as the AdaptiveGamma callback with these settings sets it "
         "(every strategy but plateau, which follows a logged metric).",
     )
-    parser.add_argument("--strategy", choices=STRATEGIES, default="hpcm", help="schedule (default: hpcm)")
+    # plateau follows a logged metric: there is no schedule to draw ahead of a run, so it is not offered
+    parser.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "plateau"], default="hpcm",
+                        help="schedule (default: hpcm)")
     parser.add_argument("--total", type=int, default=300, help="run length in epochs (default: 300)")
     parser.add_argument("-o", "--output", default="gamma.png", help="PNG to write (default: gamma.png)")
     parser.add_argument("--gamma0", type=float, default=0.001, help="starting γ (default: 0.001)")
