@@ -214,6 +214,8 @@ def convergence_plot(report: Mapping[str, Mapping[str, Any]], path: Path) -> Pat
             ax.axvline(entry["stopped_epoch"], color="grey", linestyle="--", label=f"stopped (epoch {entry['stopped_epoch']})")
         ax.set(ylabel=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # plain or scientific tick labels, never an offset above the axis ("1e-6" + "1.305") that reads wrong
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     axes[-1, 0].set_xlabel("epoch")
