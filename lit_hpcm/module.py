@@ -55,9 +55,12 @@ def _images(batch) -> torch.Tensor:
 
 
 def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: Optional[float],
-                    bit_share_decay: float, plateau_start_epoch: int) -> None:
+                    bit_share_decay: float, plateau_start_epoch: int, famo_min_losses, tasks: Sequence[str]) -> None:
     """Refuse values that cannot train (ConfigError naming the option) before anything is built or written."""
     problems = []
+    if not isinstance(famo_min_losses, (int, float)) and len(famo_min_losses) != len(tasks):
+        problems.append(f"famo_min_losses needs one float or {len(tasks)} values ({', '.join(tasks)}), "
+                        f"got {list(famo_min_losses)}")
     for name, value in (("lmbda", lmbda), ("lr", lr), ("famo_w_lr", famo_w_lr)):
         if not value > 0:
             problems.append(f"{name} must be > 0, got {value}")
@@ -151,16 +154,13 @@ class LitHPCM(L.LightningModule):
     ):
         super().__init__()
         _check_settings(lmbda=lmbda, lr=lr, famo_w_lr=famo_w_lr, clip_grad_norm=clip_grad_norm,
-                        bit_share_decay=bit_share_decay, plateau_start_epoch=plateau_start_epoch)
+                        bit_share_decay=bit_share_decay, plateau_start_epoch=plateau_start_epoch,
+                        famo_min_losses=famo_min_losses, tasks=task_names(task_set))
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = HPCM(preset, **(model_options or {}))
         self.task_names = task_names(task_set)
         self.balancing = balancing
-        offsets = famo_min_losses
-        if not isinstance(offsets, (int, float)) and len(offsets) != len(self.task_names):
-            raise ConfigError(f"famo_min_losses needs one float or {len(self.task_names)} values "
-                             f"({', '.join(self.task_names)}), got {list(offsets)}")
         self.bit_share: Optional[BitSharePrior] = None
         self.famo = self._build_famo() if balancing == "famo" else None
         # The QP's weights of the last step, for logging only (the QP has no state across steps).

@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from test_module import _flat  # every tensor of a nested checkpoint tree, in a fixed order
+
 from lit_hpcm.cli import main
 
 STEPS = 32  # two epochs of 16 batches
@@ -40,16 +42,6 @@ def _fit(config: Path, *extra: str) -> None:
     assert main(["fit", "-c", str(config), *extra]) == 0
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for k in sorted(obj, key=str) for t in _tensors(obj[k])]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _tensors(item)]
-    return []
-
-
 def _logged(out: Path) -> dict[tuple[str, str], str]:
     """(step, key) -> value of every logged number, over all log versions of a run folder."""
     rows = {}
@@ -77,7 +69,7 @@ def test_resumed_fit_equals_the_unkilled_run(tmp_path, unkilled, stop):
     _fit(config, f"--trainer.max_steps={STEPS}", f"--ckpt_path={out / 'steps' / f'step={stop}.ckpt'}")
     final = [torch.load(run / "steps" / f"step={STEPS}.ckpt", weights_only=False) for run in (unkilled, out)]
     for part in ("state_dict", "optimizer_states"):
-        a, b = (_tensors(c[part]) for c in final)
+        a, b = (_flat(c[part]) for c in final)
         assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b)), part
     # Every step-level row and every validation equal. The train/*_epoch means of an epoch interrupted mid-way are
     # Lightning's running means since the resume (it does not checkpoint them): excluded for that epoch only.
