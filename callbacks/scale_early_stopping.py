@@ -82,7 +82,8 @@ class ScaleEarlyStopping(Callback):
     ``<dirpath>/early_stopping.png`` (one panel per monitor, best epoch marked) are written.
 
     Args:
-        dirpath: folder for the best checkpoints, the JSON history and the plot.
+        dirpath: folder for the best checkpoints, the JSON history and the plot (None:
+            ``<trainer.default_root_dir>/early_stopping``).
         monitors: metric names (all with the defaults below), or a mapping metric -> overrides of
             ``patience, min_delta, mode, min_patience, max_patience``; default the three scale rates
             and ``val/loss``.
@@ -94,7 +95,7 @@ class ScaleEarlyStopping(Callback):
 
     def __init__(
         self,
-        dirpath: str,
+        dirpath: Optional[str] = None,
         monitors: Optional[Union[Sequence[str], dict[str, dict[str, Union[int, float, str]]]]] = None,
         patience: int = 10,
         min_delta: float = 0.0,
@@ -120,10 +121,14 @@ class ScaleEarlyStopping(Callback):
             if unknown:
                 raise ValueError(f"monitor {name!r}: unknown settings {unknown}; valid: {sorted(known)}")
             self.specs[name] = MonitorSpec(**{**defaults, **(extra or {})})
-        self.dirpath = Path(dirpath)
+        self.dirpath = Path(dirpath) if dirpath is not None else None
         self.fast_threshold, self.slow_threshold = float(fast_threshold), float(slow_threshold)
         self.save_best = save_best
         self.states = {name: MonitorState(patience=spec.patience) for name, spec in self.specs.items()}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = Path(trainer.default_root_dir) / "early_stopping"
 
     @property
     def watching(self) -> list[str]:

@@ -37,7 +37,7 @@ class TopKCheckpoint(ModelCheckpoint):
     The kept sets are part of the callback's state, so a resumed run keeps managing the same files.
 
     Args:
-        dirpath: folder of the checkpoints and the manifest.
+        dirpath: folder of the checkpoints and the manifest (None: ``<trainer.default_root_dir>/checkpoints``).
         monitor, mode: metric ranking the best checkpoints and whether lower or higher is better.
         save_top_k: how many best checkpoints to keep (-1: all, 0: none).
         save_last_n: how many of the most recent epoch checkpoints to keep.
@@ -47,10 +47,11 @@ class TopKCheckpoint(ModelCheckpoint):
     """
 
     MANIFEST = "checkpoints.json"
+    FOLDER = "checkpoints"  # under trainer.default_root_dir when no dirpath is given
 
     def __init__(
         self,
-        dirpath: str,
+        dirpath: Optional[str] = None,
         monitor: str = "val/loss",
         mode: Literal["min", "max"] = "min",
         save_top_k: int = 2,
@@ -75,6 +76,11 @@ class TopKCheckpoint(ModelCheckpoint):
         return "both" if best and last else "best" if best else "last"
 
     # -- ModelCheckpoint hooks -------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:  # before ModelCheckpoint's own default (inside the logger's version folder)
+            self.dirpath = str(Path(trainer.default_root_dir, self.FOLDER).resolve())
+        super().setup(trainer, pl_module, stage)
+
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         super()._save_topk_checkpoint(trainer, monitor_candidates)
         if self._last_global_step_saved != trainer.global_step:  # not among the best: save it as a recent one

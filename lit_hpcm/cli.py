@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -30,25 +31,35 @@ class HPCMCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would merge the hyper-parameters saved in `--ckpt_path` over the config, so the checkpoint
         silently won over what the user asked (another `test_results`, another `balancing`). Here the config and
-        the command line win; the file is only checked: readable, and a Lightning checkpoint rather than a
-        weights file (those start a run through `model.init_weights`). Whether it fits the configured model
-        (preset, FAMO state) is checked when it loads (`LitHPCM.on_load_checkpoint`), in one clear line."""
-        from .checkpoints import WEIGHTS_FORMAT
+        the command line win; the file is checked in `before_instantiate_classes`."""
+
+    def before_instantiate_classes(self) -> None:
+        """The run folder: what a run writes goes under `trainer.default_root_dir` unless the config names another
+        place (`RunCSVLogger` save_dir here; the callbacks' dirpath and `model.test_results` default to it
+        themselves); `--ckpt_path last` is the newest last*.ckpt of the run's TopKCheckpoint folders; the checkpoint is checked before anything is built; a resumed fit continues
+        its log folder."""
+        from callbacks.topk_checkpoint import TopKCheckpoint
+
+        from .run_logger import RunCSVLogger
 
         if not self.config.get("subcommand"):
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if not ckpt_path or ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+        config = self.config[self.config.subcommand]
+        root = Path(config.trainer.default_root_dir or ".")
+        loggers = [entry for entry in _entries(config.trainer.logger) if _is(entry, RunCSVLogger)]
+        for entry in loggers:
+            if entry.init_args.save_dir is None:
+                entry.init_args.save_dir = str(root)
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = _last_checkpoint(config.trainer.callbacks, root / TopKCheckpoint.FOLDER)
+        if not config.get("ckpt_path") or config.ckpt_path in LIGHTNING_CKPT_KEYWORDS:
             return
-        if Path(ckpt_path).is_dir():
-            raise CheckpointError(f"{ckpt_path}: a folder, not a checkpoint file")
-        checkpoint = read_checkpoint(ckpt_path)
-        if isinstance(checkpoint, dict) and checkpoint.get("format") == WEIGHTS_FORMAT:
-            raise CheckpointError(f"{ckpt_path}: a lit-hpcm weights file, not a training checkpoint; to start a run "
-                                  f"from these weights use --model.init_weights {ckpt_path}")
-        if not (isinstance(checkpoint, dict) and "pytorch-lightning_version" in checkpoint):
-            raise CheckpointError(f"{ckpt_path}: not a lit-hpcm training checkpoint (an official HPCM file? "
-                                  "start from it with --model.init_weights, or convert it with import-official)")
+        log_state = _checked_checkpoint(config.ckpt_path).get("lit_hpcm", {}).get("log")
+        if self.config.subcommand == "fit" and log_state:
+            for entry in loggers:
+                args = entry.init_args
+                if args.version is None and str((Path(args.save_dir) / args.name).resolve()) == log_state["root_dir"]:
+                    args.version, args.resume_step = log_state["version"], log_state["next_step"]
 
     def before_predict(self) -> None:
         """`predict` is for files: unless the config has a prediction writer, add a `CodecWriter` that
@@ -59,6 +70,59 @@ class HPCMCLI(LightningCLI):
 
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))
+
+
+def _entries(value) -> list:
+    """The class_path/init_args entries of a config's `trainer.logger` or `trainer.callbacks` (None, a bool,
+    one entry or a list)."""
+    if value is None or isinstance(value, bool):
+        return []
+    return [entry for entry in (value if isinstance(value, list) else [value]) if hasattr(entry, "class_path")]
+
+
+def _is(entry, cls: type) -> bool:
+    """Whether a config entry builds a `cls` (or a subclass); its class_path is as the user wrote it."""
+    module, _, name = entry.class_path.rpartition(".")
+    built = getattr(importlib.import_module(module), name, None)
+    return isinstance(built, type) and issubclass(built, cls)
+
+
+def _last_checkpoint(callbacks, topk_default: Path) -> str:
+    """`--ckpt_path last` made a path before anything is built (so the checkpoint can be checked and its log
+    continued): the newest last*.ckpt of the config's checkpoint callbacks, Lightning's rule. Left as "last"
+    for Lightning when a callback's folder is only known once built (a ModelCheckpoint without dirpath) or
+    when there is none yet (Lightning then starts from scratch: `last` can be set before the first run)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks.topk_checkpoint import TopKCheckpoint
+
+    folders = []
+    for entry in _entries(callbacks):
+        if _is(entry, ModelCheckpoint):
+            dirpath = entry.init_args.dirpath or (topk_default if _is(entry, TopKCheckpoint) else None)
+            if dirpath is None:
+                return "last"
+            folders.append(Path(dirpath))
+    found = [path for folder in folders for path in folder.glob("last*.ckpt")]
+    return str(max(found, key=lambda path: path.stat().st_mtime)) if found else "last"
+
+
+def _checked_checkpoint(ckpt_path: str) -> dict:
+    """Read `ckpt_path` and check it is a Lightning training checkpoint (a clear `CheckpointError` otherwise: a
+    folder, a lit-hpcm weights file, an official HPCM file). Whether it fits the configured model (preset,
+    FAMO state) is checked when it loads (`LitHPCM.on_load_checkpoint`)."""
+    from .checkpoints import WEIGHTS_FORMAT
+
+    if Path(ckpt_path).is_dir():
+        raise CheckpointError(f"{ckpt_path}: a folder, not a checkpoint file")
+    checkpoint = read_checkpoint(ckpt_path)
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == WEIGHTS_FORMAT:
+        raise CheckpointError(f"{ckpt_path}: a lit-hpcm weights file, not a training checkpoint; to start a run "
+                              f"from these weights use --model.init_weights {ckpt_path}")
+    if not (isinstance(checkpoint, dict) and "pytorch-lightning_version" in checkpoint):
+        raise CheckpointError(f"{ckpt_path}: not a lit-hpcm training checkpoint (an official HPCM file? "
+                              "start from it with --model.init_weights, or convert it with import-official)")
+    return checkpoint
 
 
 def _lightning(argv: list[str]) -> int:

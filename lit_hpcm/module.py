@@ -32,6 +32,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from . import codec
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
+from .epoch_means import EpochMeans
 from .errors import ConfigError
 from .evaluation.measure import measure_image, summarize
 from .evaluation.results import write_results
@@ -41,6 +42,7 @@ from .models import HPCM
 from .optim import FAMO, BitSharePrior, CautiousAdam
 from .optim.qp import qp_weights
 from .optim.schedules import milestone_scheduler
+from .run_logger import RunCSVLogger
 from .tasks import SCALES, task_losses, task_names
 
 
@@ -113,7 +115,7 @@ class LitHPCM(L.LightningModule):
             (`lit_hpcm.fastpath`; single GPU, fixed batch shape; see docs/PERFORMANCE.md).
         tf32: let fp32 matmuls and convolutions use TF32 tensor cores (the official recipe's setting).
         log_images: how many validation reconstructions to log per validation run.
-        test_results: where `test` writes its JSON (default: <log dir>/test_results.json).
+        test_results: where `test` writes its JSON (default: <trainer.default_root_dir>/test_results.json).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class LitHPCM(L.LightningModule):
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
+        self.epoch_means = EpochMeans()  # the train/*_epoch values, checkpointed
         self._test_rows: list[dict] = []
         self._loaded_step: Optional[int] = None  # global step of the checkpoint loaded last (test's meta)
         self._resume_logged_batches: Optional[int] = None  # logging step to restore at the start of a resumed fit
@@ -425,12 +428,13 @@ class LitHPCM(L.LightningModule):
         return None
 
     def _log_step(self, stage: str, objective, losses, stats, batch_size: int) -> None:
-        on_step = stage == "train"
         values = {f"{stage}/loss": losses.sum(), f"{stage}/objective": objective.detach()}
         values |= {f"{stage}/{k}": v.detach() for k, v in stats.items() if k != "x_hat"}
-        self.log_dict(values, on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=not on_step)
         if stage != "train":
+            self.log_dict(values, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
             return
+        self.epoch_means.add(values, batch_size, self.current_epoch)  # logged as train/*_epoch at the epoch's end
+        self.log_dict({f"{name}_step": value for name, value in values.items()}, on_step=True, on_epoch=False)
         extra = {"train/skipped_steps": float(self.skipped_steps)}
         extra |= {f"lr/{g['name']}": g["lr"] for g in self.optimizers().param_groups}
         if self.famo is not None:
@@ -444,9 +448,21 @@ class LitHPCM(L.LightningModule):
 
     # -- schedulers --------------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
+        """The epoch's train/*_epoch means, for a whole epoch only: a fit stopped by max_steps mid-epoch logs
+        none for that part-epoch (a resumed run logs the whole epoch's means when it completes it)."""
+        means = self.epoch_means
+        if means.epoch == self.current_epoch and means.batches >= self.trainer.num_training_batches:
+            means = {f"{name}_epoch": value for name, value in self.epoch_means.means().items()}
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+
+    def _step_epoch_scheduler(self) -> None:
+        """The multistep schedule counts epochs: brought to the current epoch before its first batch trains.
+        (Not stepped in on_train_epoch_end: Lightning 2.6 skips that hook for the epoch a checkpoint written
+        in its last batch's end hook belongs to, and the resumed run's schedule would lag one epoch.)"""
         scheduler = self.lr_schedulers()
         if scheduler is not None and self.hparams.lr_scheduler == "multistep":
-            scheduler.step()
+            while scheduler.last_epoch < self.current_epoch:
+                scheduler.step()
 
     def on_validation_epoch_end(self) -> None:
         scheduler = self.lr_schedulers() if self.trainer.state.fn == "fit" else None
@@ -522,7 +538,7 @@ class LitHPCM(L.LightningModule):
                   "task_set": hp.task_set, "global_step": self._tested_step,
                   "checkpoint": str(self._tested_checkpoint) if self._tested_checkpoint else None},
         )
-        target = Path(hp.test_results) if hp.test_results else Path(self.trainer.log_dir or ".") / "test_results.json"
+        target = Path(hp.test_results) if hp.test_results else Path(self.trainer.default_root_dir) / "test_results.json"
         write_results(target, summary)
         self.print(f"lit-hpcm: test results for {len(rows)} images -> {target}")
         self.print(json.dumps({k: round(v[0], 4) for k, v in summary["results"].items()}))
@@ -551,16 +567,22 @@ class LitHPCM(L.LightningModule):
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "frozen_groups": sorted(self.frozen_groups),
                                   "lr_multipliers": dict(self.lr_multipliers), "rng": rng,
-                                  "logged_batches": self._logged_batches()}
+                                  "logged_batches": self._logged_batches(),
+                                  "epoch_means": self.epoch_means.state_dict()}
+        run_logs = [logger for logger in self.loggers if isinstance(logger, RunCSVLogger)]
+        if run_logs:  # where this run logs and how far, so a resumed fit continues that log
+            checkpoint["lit_hpcm"]["log"] = run_logs[0].checkpoint_state(self._logged_batches())
 
     def _logged_batches(self) -> Optional[int]:
         """Batches trained so far, as the loggers' step counts them (None outside fitting). Lightning's own
-        counter lags by one while a batch's on_train_batch_end runs (it counts the batch afterwards)."""
+        counter lags by one while a batch's end hooks run: inside on_train_batch_end (the batch is processed,
+        not completed) and inside the validation that follows a batch (counted after it)."""
         if self._trainer is None:
             return None
         loop = self.trainer.fit_loop.epoch_loop
         progress = loop.batch_progress.total
-        return loop._batches_that_stepped + (progress.processed - progress.completed)
+        in_batch_end = progress.processed - progress.completed
+        return loop._batches_that_stepped + (1 if in_batch_end or self.trainer.validating else 0)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         """At the first batch of a resumed fit, put back the logging step the checkpoint recorded: Lightning 2.6
@@ -569,6 +591,7 @@ class LitHPCM(L.LightningModule):
         if self._resume_logged_batches is not None:
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_logged_batches
             self._resume_logged_batches = None
+        self._step_epoch_scheduler()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
@@ -577,6 +600,8 @@ class LitHPCM(L.LightningModule):
         self._loaded_step = checkpoint.get("global_step")
         state = checkpoint.get("lit_hpcm", {})
         self._resume_logged_batches = state.get("logged_batches")
+        if "epoch_means" in state:
+            self.epoch_means.load_state_dict(state["epoch_means"], self.device)
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))
         self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))

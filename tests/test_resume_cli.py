@@ -1,5 +1,6 @@
 """Resume through `lit-hpcm fit --ckpt_path`, against one unkilled run: at an epoch's end, mid-epoch, and right
-after a mid-epoch validation. Every tensor of the final checkpoint equal, and the logged rows at the same steps."""
+after a mid-epoch validation. Every tensor of the final checkpoint equal, and the resumed run's log is the
+unkilled run's log: the same folder (no second version), the same metrics.csv byte for byte."""
 
 from __future__ import annotations
 
@@ -18,21 +19,19 @@ STEPS = 32  # two epochs of 16 batches
 
 
 def _config(tmp_path: Path, out: Path) -> Path:
-    """The demo config, smaller (64² crops, one validation image), validating every 8 steps and keeping a
-    checkpoint every 4 steps besides the per-epoch ones."""
+    """The demo config, smaller (64² crops, one validation image), validating every 8 steps, halving the lr
+    after epoch 0, and keeping a checkpoint every 4 steps besides the per-epoch ones."""
     config = yaml.safe_load(open("configs/demo.yaml"))
     config["trainer"].update(default_root_dir=str(out), val_check_interval=8, limit_val_batches=1,
                              enable_progress_bar=False)
-    config["trainer"]["logger"][0]["init_args"]["save_dir"] = str(out)
     config["trainer"]["callbacks"] = [
-        {"class_path": "callbacks.TopKCheckpoint", "init_args": {"dirpath": str(out / "checkpoints"), "save_top_k": 1,
-                                                                  "save_last_n": 1}},
+        {"class_path": "callbacks.TopKCheckpoint", "init_args": {"save_top_k": 1, "save_last_n": 1}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": str(out / "steps"), "filename": "{step}", "every_n_train_steps": 4,
                        "save_top_k": -1, "monitor": None}},
     ]
-    config["model"]["test_results"] = str(out / "test.json")
     config["data"]["patch_size"] = 64
+    config["model"].update(lr_scheduler="multistep", lr_milestones=[1], lr_decay=0.5)  # epoch-counted state too
     path = tmp_path / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -40,17 +39,6 @@ def _config(tmp_path: Path, out: Path) -> Path:
 
 def _fit(config: Path, *extra: str) -> None:
     assert main(["fit", "-c", str(config), *extra]) == 0
-
-
-def _logged(out: Path) -> dict[tuple[str, str], str]:
-    """(step, key) -> value of every logged number, over all log versions of a run folder."""
-    rows = {}
-    for metrics in sorted((out / "logs").glob("version_*/metrics.csv")):
-        for row in csv.DictReader(open(metrics)):
-            for key, value in row.items():
-                if value and key not in ("step", "epoch"):
-                    rows[(row["step"], key)] = value
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +49,33 @@ def unkilled(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stop", [16, 12, 8], ids=["epoch_end", "mid_epoch", "after_validation"])
-def test_resumed_fit_equals_the_unkilled_run(tmp_path, unkilled, stop):
+@pytest.mark.parametrize("stop, checkpoint", [(16, "steps/step=16.ckpt"), (16, "checkpoints/epoch=0-step=16.ckpt"),
+                                              (12, "steps/step=12.ckpt"), (8, "steps/step=8.ckpt")],
+                         ids=["epoch_end", "epoch_end_after_validation", "mid_epoch", "after_validation"])
+def test_resumed_fit_equals_the_unkilled_run(tmp_path, unkilled, stop, checkpoint):
+    """The step checkpoints are written in the batch's end hook (before that batch's rows and validation), the
+    epoch checkpoint after the epoch's validation."""
     out = tmp_path / "run"
     config = _config(tmp_path, out)
     _fit(config, f"--trainer.max_steps={stop}")
-    _fit(config, f"--trainer.max_steps={STEPS}", f"--ckpt_path={out / 'steps' / f'step={stop}.ckpt'}")
+    _fit(config, f"--trainer.max_steps={STEPS}", f"--ckpt_path={out / checkpoint}")
     final = [torch.load(run / "steps" / f"step={STEPS}.ckpt", weights_only=False) for run in (unkilled, out)]
     for part in ("state_dict", "optimizer_states"):
         a, b = (_flat(c[part]) for c in final)
         assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b)), part
-    # Every step-level row and every validation equal. The train/*_epoch means of an epoch interrupted mid-way are
-    # Lightning's running means since the resume (it does not checkpoint them): excluded for that epoch only.
-    interrupted = stop % 16 != 0
+    assert final[0]["lr_schedulers"] == final[1]["lr_schedulers"]
+    assert [g["lr"] for g in final[1]["optimizer_states"][0]["param_groups"]] == [1e-3] * 6  # 2e-3 halved once
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["version_0"]
+    assert (out / "logs/version_0/metrics.csv").read_text() == (unkilled / "logs/version_0/metrics.csv").read_text()
 
-    def comparable(rows):
-        return {k: v for k, v in rows.items()
-                if not (interrupted and k[1].startswith("train/") and k[1].endswith("_epoch") and int(k[0]) < 16)}
 
-    assert comparable(_logged(out)) == comparable(_logged(unkilled))
+def test_resume_last_resolves_to_the_run_folders_last_checkpoint(tmp_path):
+    """`--ckpt_path last` is the run folder's last.ckpt (here step 4), and the log continues in version_0."""
+    out = tmp_path / "run"
+    config = _config(tmp_path, out)
+    _fit(config, "--trainer.max_steps=4")
+    _fit(config, "--trainer.max_steps=8", "--ckpt_path=last")
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["version_0"]
+    rows = [(int(row["step"]), frozenset(k for k, v in row.items() if v and k not in ("step", "epoch")))
+            for row in csv.DictReader(open(out / "logs/version_0/metrics.csv"))]
+    assert [step for step, _ in rows] == [3, 7, 7] and len(set(rows)) == 3  # training rows, then a validation
