@@ -7,10 +7,11 @@ import csv
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from lit_hpcm.module import LitHPCM
+from lit_hpcm.wandb_logger import WandbLogger
 
 wandb = pytest.importorskip("wandb")
 
@@ -43,6 +44,37 @@ def test_a_short_fit_writes_an_offline_wandb_run_and_a_csv_log(tmp_path, offline
     assert list((run / "files" / "media" / "images").rglob("*.png"))  # the validation reconstruction
     rows = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
     assert any(row["train/loss_step"] for row in rows) and any(row["val/loss"] for row in rows)
+
+
+def test_wandb_prints_nothing_about_a_setting_nobody_chose(tmp_path):
+    """In a fresh process (W&B keeps its console settings per process), with W&B's own lines shown as a user
+    sees them: the offline banner, and no word about `anonymous`."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from lit_hpcm.wandb_logger import WandbLogger; import wandb\n"
+              f"WandbLogger(offline=True, project='lit-hpcm', save_dir={str(tmp_path)!r}).experiment.log({{'x': 1.0}})\n"
+              "wandb.finish()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_CACHE_DIR=str(tmp_path / "cache"),
+               WANDB_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offline" in done.stderr and "anonymous" not in done.stderr
+
+
+def test_the_cli_takes_lightnings_wandb_arguments_for_ours(capsys):
+    """The config names Lightning's WandbLogger arguments (offline, project, save_dir): the CLI resolves them
+    through our subclass's *args/**kwargs."""
+    from lit_hpcm.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "-c", "configs/demo.yaml", "--trainer.logger+=lit_hpcm.wandb_logger.WandbLogger",
+              "--trainer.logger.init_args.offline=true", "--trainer.logger.init_args.project=p1", "--print_config"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "lit_hpcm.wandb_logger.WandbLogger" in printed and "project: p1" in printed and "offline: true" in printed
 
 
 def test_an_unknown_subcommand_lists_every_subcommand(capsys):
