@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -125,10 +126,18 @@ def _checked_checkpoint(ckpt_path: str) -> dict:
     return checkpoint
 
 
+class _DropAdvert(logging.Filter):
+    """Lightning 2.6 advertises a cloud logging service on every run; a run's output is for the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+
+
 def _lightning(argv: list[str]) -> int:
     from .data import ImageDataModule
     from .module import LitHPCM
 
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
     try:
         HPCMCLI(
             LitHPCM,

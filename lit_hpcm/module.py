@@ -257,7 +257,8 @@ class LitHPCM(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="min", factor=hp.lr_decay, patience=hp.plateau_patience
             )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": hp.scheduler_monitor}}
+        # no "monitor" key: the module steps its schedulers itself (manual optimization), Lightning would ignore it
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
         """Fast-path settings: TF32, memory layout, and the compiled training forward (fit only)."""
