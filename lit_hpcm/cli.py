@@ -39,7 +39,7 @@ class HPCMCLI(LightningCLI):
         place (`RunCSVLogger` save_dir here; the callbacks' dirpath and `model.test_results` default to it
         themselves); `--ckpt_path last` is the newest last*.ckpt of the run's TopKCheckpoint folders; the checkpoint is checked before anything is built; a resumed fit continues
         its log folder."""
-        from callbacks.topk_checkpoint import TopKCheckpoint
+        from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
         from .run_logger import RunCSVLogger
 
@@ -95,7 +95,7 @@ def _last_checkpoint(callbacks, topk_default: Path) -> str:
     when there is none yet (Lightning then starts from scratch: `last` can be set before the first run)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from callbacks.topk_checkpoint import TopKCheckpoint
+    from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
     folders = []
     for entry in _entries(callbacks):
@@ -154,7 +154,7 @@ def _lightning(argv: list[str]) -> int:
 
 
 def _tools_parser() -> argparse.ArgumentParser:
-    from callbacks.commands import register_layers, register_plot_gamma
+    from lit_hpcm.callbacks.commands import register_layers, register_plot_gamma
 
     from . import commands
     from .evaluation.commands import register_rd_plot, register_sweep_grid, register_sweep_report

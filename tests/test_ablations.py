@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks import ProgressiveUnfreezing
+from lit_hpcm.callbacks import ProgressiveUnfreezing
 from lit_hpcm.cli import HPCMCLI, main
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.evaluation import sweep_report

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks import ScaleEarlyStopping
+from lit_hpcm.callbacks import ScaleEarlyStopping
 
 SETTINGS = dict(patience=3, min_patience=2, max_patience=5, fast_threshold=0.1, slow_threshold=0.01)
 # Monitor "a": gains 20 %, 19 %, 0.8 % (all new bests), then worse twice: patience 3 4 5 4 3 2, stops at epoch 5.

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from callbacks import AdaptiveGamma, ProgressiveUnfreezing, ScaleEarlyStopping, TopKCheckpoint
+from lit_hpcm.callbacks import AdaptiveGamma, ProgressiveUnfreezing, ScaleEarlyStopping, TopKCheckpoint
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.module import LitHPCM
 

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import TopKCheckpoint
+from lit_hpcm.callbacks import TopKCheckpoint
 
 # val/loss per epoch: best two end as epochs 4 and 1 (epoch 2 is evicted at epoch 4), last two are 4 and 5.
 SCRIPT = [5.0, 1.0, 2.0, 4.0, 0.5, 6.0]

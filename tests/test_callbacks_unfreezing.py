@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from callbacks import ProgressiveUnfreezing
-from callbacks.commands import register_layers
-from callbacks.unfreezing import layer_report
+from lit_hpcm.callbacks import ProgressiveUnfreezing
+from lit_hpcm.callbacks.commands import register_layers
+from lit_hpcm.callbacks.unfreezing import layer_report
 from lit_hpcm.module import LitHPCM
 
 

@@ -383,7 +383,7 @@ def test_sweep_report_reads_callbacks_by_class_and_filters(tmp_path):
         _lightning_run(folder, {"optimizer": optimizer}, [loss])
         callbacks = [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/loss"}},
-            {"class_path": "callbacks.ProgressiveUnfreezing", "init_args": {"frozen_at_start": frozen, "schedule": {}}},
+            {"class_path": "lit_hpcm.callbacks.ProgressiveUnfreezing", "init_args": {"frozen_at_start": frozen, "schedule": {}}},
         ]
         (folder / "config.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
     report = sweep_report(

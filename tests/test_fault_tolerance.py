@@ -20,7 +20,7 @@ from PIL import Image
 from test_callbacks_topk import Scripted
 from torch.utils.data import DataLoader
 
-from callbacks import TopKCheckpoint
+from lit_hpcm.callbacks import TopKCheckpoint
 from lit_hpcm.checkpoint_io import AtomicCheckpointIO, CheckpointError, with_atomic_checkpoints, write_atomically
 from lit_hpcm.checkpoints import checkpoint_differences
 from lit_hpcm.cli import main
@@ -65,7 +65,7 @@ def _run_config(tmp_path: Path, name: str, train: str, val: str) -> list[str]:
         "trainer": {
             "max_steps": 4, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
             "callbacks": [
-                {"class_path": "callbacks.AdaptiveGamma",
+                {"class_path": "lit_hpcm.callbacks.AdaptiveGamma",
                  "init_args": {"strategy": "plateau", "window": 2, "threshold": 10.0, "cooldown": 0}},
                 {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
                  "init_args": {"decay": 0.9, "use_buffers": False}},

@@ -25,7 +25,7 @@ def _config(tmp_path: Path, out: Path) -> Path:
     config["trainer"].update(default_root_dir=str(out), val_check_interval=8, limit_val_batches=1,
                              enable_progress_bar=False)
     config["trainer"]["callbacks"] = [
-        {"class_path": "callbacks.TopKCheckpoint", "init_args": {"save_top_k": 1, "save_last_n": 1}},
+        {"class_path": "lit_hpcm.callbacks.TopKCheckpoint", "init_args": {"save_top_k": 1, "save_last_n": 1}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": str(out / "steps"), "filename": "{step}", "every_n_train_steps": 4,
                        "save_top_k": -1, "monitor": None}},

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from callbacks import ScaleEarlyStopping
+from lit_hpcm.callbacks import ScaleEarlyStopping
 from lit_hpcm.cli import main
 from lit_hpcm.run_logger import RunCSVLogger
 
