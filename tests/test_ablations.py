@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_hpcm.callbacks import ProgressiveUnfreezing
-from lit_hpcm.cli import HPCMCLI, main
+from lit_hpcm.cli import main
+from lit_hpcm.cli.lightning import HPCMCLI
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.evaluation import sweep_report
 from lit_hpcm.evaluation.grid import grid_points, load_sweep, sweep_commands

@@ -11,7 +11,7 @@ import torch
 
 from lit_hpcm.callbacks import AdaptiveGamma
 from lit_hpcm.callbacks.adaptive_gamma import gamma_schedule, plot_gamma
-from lit_hpcm.callbacks.commands import register_plot_gamma
+from lit_hpcm.cli.callback_commands import register_plot_gamma
 from lit_hpcm.tasks import TASK_SETS
 
 G0 = 1e-3

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from lit_hpcm.callbacks import ProgressiveUnfreezing
-from lit_hpcm.callbacks.commands import register_layers
+from lit_hpcm.cli.callback_commands import register_layers
 from lit_hpcm.callbacks.unfreezing import layer_report
 from lit_hpcm.module import LitHPCM
 

@@ -25,7 +25,7 @@ from lit_hpcm.evaluation import (
     sweep_report,
     write_results,
 )
-from lit_hpcm.evaluation.commands import register_rd_plot, register_sweep_report
+from lit_hpcm.cli.evaluation_commands import register_rd_plot, register_sweep_report
 from lit_hpcm.evaluation.sweep import find_runs, lookup
 
 ANCHOR_BPP = [0.12, 0.18, 0.27, 0.41, 0.59, 0.82]

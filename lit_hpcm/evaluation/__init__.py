@@ -1,6 +1,6 @@
 """Evaluation tools: BD metrics, published reference curves, results files, R-D plots, sweep reports.
 
-The CLI mounts :mod:`lit_hpcm.evaluation.commands` as ``lit-hpcm rd-plot`` and ``lit-hpcm sweep-report``.
+The CLI mounts :mod:`lit_hpcm.cli.evaluation_commands` as ``lit-hpcm rd-plot`` and ``lit-hpcm sweep-report``.
 """
 
 from .bd import bd_psnr, bd_rate, overlap

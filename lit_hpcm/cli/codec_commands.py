@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import codec
-from .checkpoint_io import write_atomically
-from .checkpoints import WEIGHTS_FORMAT, import_official, load_model, read_checkpoint, save_weights
-from .cli_support import reporting_errors
-from .data import EvalImages
-from .evaluation.measure import summarize, measure_image
-from .evaluation.results import write_results
-from .images import find_images, open_image, save_image
+from .. import codec
+from ..checkpoint_io import write_atomically
+from ..checkpoints import WEIGHTS_FORMAT, import_official, load_model, read_checkpoint, save_weights
+from .reporting import reporting_errors
+from ..data import EvalImages
+from ..evaluation.measure import summarize, measure_image
+from ..evaluation.results import write_results
+from ..images import find_images, open_image, save_image
 
 
 def _device(name: str) -> torch.device:
@@ -122,8 +122,7 @@ def run_import_official(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add compress, decompress, eval and import-official to the main CLI."""
+def register_compress(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compress", help="image -> .hpcm file")
     p.add_argument("image", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -132,6 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.set_defaults(func=run_compress)
 
+
+def register_decompress(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("decompress", help=".hpcm file -> image")
     p.add_argument("file", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -140,6 +141,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.set_defaults(func=run_decompress)
 
+
+def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="real-bitstream R-D evaluation of checkpoints on a folder")
     p.add_argument("--ckpt", type=Path, nargs="+", required=True, help="one checkpoint per R-D point (e.g. per λ)")
     p.add_argument("--data", type=Path, required=True)
@@ -149,6 +152,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.set_defaults(func=run_eval)
 
+
+def register_import_official(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("import-official", help="official HPCM .pth.tar -> lit-hpcm weights file")
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)

@@ -1,12 +1,8 @@
-"""`lit-hpcm` command line: LightningCLI for fit/validate/test/predict, argparse for the tools.
-
-    lit-hpcm fit|validate|test|predict -c configs/X.yaml [--print_config] [overrides]
-    lit-hpcm compress | decompress | eval | import-official | rd-plot | sweep-grid | sweep-report | layers | plot-gamma
-"""
+"""`lit-hpcm fit|validate|test|predict`: LightningCLI over `LitHPCM` and `ImageDataModule`, with the run folder,
+checkpoint checks and resume rules of lit-hpcm."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
@@ -14,8 +10,8 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from .checkpoint_io import CheckpointError, read_checkpoint, with_atomic_checkpoints
-from .errors import ConfigError
+from ..checkpoint_io import CheckpointError, read_checkpoint, with_atomic_checkpoints
+from ..errors import ConfigError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
@@ -41,7 +37,7 @@ class HPCMCLI(LightningCLI):
         its log folder."""
         from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
-        from .run_logger import RunCSVLogger
+        from ..run_logger import RunCSVLogger
 
         if not self.config.get("subcommand"):
             return
@@ -67,7 +63,7 @@ class HPCMCLI(LightningCLI):
         stores the .hpcm files and decoded PNGs in <trainer.default_root_dir>/predictions."""
         from lightning.pytorch.callbacks import BasePredictionWriter
 
-        from .predict import CodecWriter
+        from ..predict import CodecWriter
 
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))
@@ -112,7 +108,7 @@ def _checked_checkpoint(ckpt_path: str) -> dict:
     """Read `ckpt_path` and check it is a Lightning training checkpoint (a clear `CheckpointError` otherwise: a
     folder, a lit-hpcm weights file, an official HPCM file). Whether it fits the configured model (preset,
     FAMO state) is checked when it loads (`LitHPCM.on_load_checkpoint`)."""
-    from .checkpoints import WEIGHTS_FORMAT
+    from ..checkpoints import WEIGHTS_FORMAT
 
     if Path(ckpt_path).is_dir():
         raise CheckpointError(f"{ckpt_path}: a folder, not a checkpoint file")
@@ -133,9 +129,10 @@ class _DropAdvert(logging.Filter):
         return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
 
 
-def _lightning(argv: list[str]) -> int:
-    from .data import ImageDataModule
-    from .module import LitHPCM
+def run_lightning(argv: list[str]) -> int:
+    """`lit-hpcm fit|validate|test|predict ARGS`; exit status 2 with one line for a bad checkpoint or setting."""
+    from ..data import ImageDataModule
+    from ..module import LitHPCM
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
     try:
@@ -151,37 +148,3 @@ def _lightning(argv: list[str]) -> int:
         print(f"lit-hpcm {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-def _tools_parser() -> argparse.ArgumentParser:
-    from lit_hpcm.callbacks.commands import register_layers, register_plot_gamma
-
-    from . import commands
-    from .evaluation.commands import register_rd_plot, register_sweep_grid, register_sweep_report
-
-    parser = argparse.ArgumentParser(
-        prog="lit-hpcm",
-        description="Train and evaluate HPCM. Training: lit-hpcm {fit,validate,test,predict} -c CONFIG.yaml",
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in LIGHTNING_COMMANDS:  # dispatched to LightningCLI before parsing; listed here so usage names them
-        subparsers.add_parser(name, help=f"LightningCLI {name}: lit-hpcm {name} -c CONFIG.yaml [--help]", add_help=False)
-    commands.register(subparsers)
-    register_rd_plot(subparsers)
-    register_sweep_grid(subparsers)
-    register_sweep_report(subparsers)
-    register_layers(subparsers)
-    register_plot_gamma(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        return _lightning(argv)
-    args = _tools_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from lit_hpcm.cli_support import reporting_errors
+from .reporting import reporting_errors
 
-from .adaptive_gamma import STRATEGIES, AdaptiveGamma, plot_gamma
-from .unfreezing import layer_report
+from ..callbacks.adaptive_gamma import STRATEGIES, AdaptiveGamma, plot_gamma
+from ..callbacks.unfreezing import layer_report
 
 
 @reporting_errors("plot-gamma")
@@ -31,7 +31,7 @@ def run_plot_gamma(args: argparse.Namespace) -> int:
 @reporting_errors("layers")
 def run_layers(args: argparse.Namespace) -> int:
     """Print the parameter-group report of ``HPCM(args.preset)``."""
-    from lit_hpcm.models import HPCM
+    from ..models import HPCM
 
     print(layer_report(HPCM(args.preset), args.lr, {}, ()))
     return 0

@@ -1,4 +1,4 @@
-"""Small helpers shared by the argparse subcommands of `lit-hpcm`."""
+"""How the argparse subcommands of `lit-hpcm` report a bad input: one line on stderr, exit status 2."""
 
 from __future__ import annotations
 

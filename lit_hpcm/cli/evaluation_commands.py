@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_support import reporting_errors
-from .bd import METHODS
-from .grid import plan_lines
-from .plots import bd_table, rd_plot, write_table
-from .reference import METRICS
-from .results import read_curve
-from .sweep import sweep_report
+from .reporting import reporting_errors
+from ..evaluation.bd import METHODS
+from ..evaluation.grid import plan_lines
+from ..evaluation.plots import bd_table, rd_plot, write_table
+from ..evaluation.reference import METRICS
+from ..evaluation.results import read_curve
+from ..evaluation.sweep import sweep_report
 
 
 @reporting_errors("rd-plot")
