@@ -192,6 +192,12 @@ class ScaleEarlyStopping(Callback):
         write_atomically(self.dirpath / "early_stopping.json", lambda handle: handle.write(text.encode()))
         convergence_plot(report, self.dirpath / "early_stopping.png")
 
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key of this callback's state, distinct per set of monitors, so two instances (say one per
+        scale group) each get their own state back on resume."""
+        return self._generate_state_key(monitors=sorted(self.specs))
+
     def state_dict(self) -> dict[str, Any]:
         return {name: asdict(state) for name, state in self.states.items()}
 

@@ -118,3 +118,9 @@ def test_outputs_at_train_end(tmp_path):
 def test_bad_settings_are_rejected(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         ScaleEarlyStopping(tmp_path, **options)
+
+
+def test_two_instances_keep_separate_states_in_a_checkpoint():
+    first, second = ScaleEarlyStopping(monitors=["val/bpp_s1"]), ScaleEarlyStopping(monitors=["val/loss"])
+    assert first.state_key != second.state_key
+    assert first.state_key == ScaleEarlyStopping(monitors=["val/bpp_s1"]).state_key
