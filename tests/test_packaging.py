@@ -26,3 +26,14 @@ def test_every_package_folder_is_installed():
                for init in (REPO / "lit_hpcm").rglob("__init__.py")}
     assert set(settings["packages"]) == folders | {"lit_hpcm.callbacks"}
     assert settings["package-dir"] == {"lit_hpcm.callbacks": "callbacks"}
+
+
+def test_a_training_process_does_not_load_the_bd_library(tmp_path):
+    """bjontegaard (and our plotting module) load on first use. (matplotlib is loaded anyway, by torchmetrics,
+    which Lightning imports.)"""
+    script = ("import sys, lit_hpcm.module, lit_hpcm.evaluation as e\n"
+              "print(sorted(m for m in ('bjontegaard', 'lit_hpcm.evaluation.plots') if m in sys.modules))\n"
+              "e.rd_plot; print(sorted(m for m in ('bjontegaard', 'lit_hpcm.evaluation.plots') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "['bjontegaard', 'lit_hpcm.evaluation.plots']"]

@@ -1,25 +1,25 @@
 """Evaluation tools: BD metrics, published reference curves, results files, R-D plots, sweep reports.
 
 The CLI mounts :mod:`lit_hpcm.cli.evaluation_commands` as ``lit-hpcm rd-plot`` and ``lit-hpcm sweep-report``.
+The names below load their module on first use, so a training process (which imports
+``lit_hpcm.evaluation.measure`` for its test step) does not load bjontegaard or the plotting code.
 """
 
-from .bd import bd_psnr, bd_rate, overlap
-from .plots import bd_table, rd_plot
-from .reference import RDCurve, get_reference, list_references
-from .results import read_curve, read_results, write_results
-from .sweep import sweep_report
+from __future__ import annotations
 
-__all__ = [
-    "RDCurve",
-    "bd_psnr",
-    "bd_rate",
-    "bd_table",
-    "get_reference",
-    "list_references",
-    "overlap",
-    "rd_plot",
-    "read_curve",
-    "read_results",
-    "sweep_report",
-    "write_results",
-]
+import importlib
+
+_WHERE = {
+    "bd_psnr": "bd", "bd_rate": "bd", "overlap": "bd",
+    "bd_table": "plots", "rd_plot": "plots",
+    "RDCurve": "reference", "get_reference": "reference", "list_references": "reference",
+    "read_curve": "results", "read_results": "results", "write_results": "results",
+    "sweep_report": "sweep",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
