@@ -1,0 +1,63 @@
+"""benchmarks/rd_study.py: the CI-sized smoke run (two runs at a time, resumable output) and its analysis on
+curves whose answer is known."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "rd_study.py"
+
+
+@pytest.fixture(scope="module")
+def rd_study():
+    sys.path.insert(0, str(SCRIPT.parent))  # its `_common` helper
+    spec = importlib.util.spec_from_file_location("rd_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(SCRIPT.parent))
+
+
+def _run(method: str, lmbda: float, seed: int, bpp: float, psnr: float) -> dict:
+    row = {"bpp": bpp, "psnr-rgb": psnr}
+    return {"method": method, "lmbda": lmbda, "seed": seed, "test": row, "per_image": [row]}
+
+
+def test_the_analysis_finds_a_known_bd_rate_and_says_why_it_cannot(rd_study):
+    """`cautious` needs 10 % fewer bits for every quality (BD-rate -10 %); `famo_rd` is one point four times."""
+    runs = []
+    for seed in (0, 1):
+        for i, lmbda in enumerate((1e-3, 2e-3, 4e-3, 8e-3)):
+            bpp, psnr = 0.05 * 2**i, 20.0 + 2 * i
+            runs += [_run("adam", lmbda, seed, bpp, psnr), _run("cautious", lmbda, seed, 0.9 * bpp, psnr),
+                     _run("famo_rd", lmbda, seed, 0.0007, 14.3)]
+    table = rd_study.analyse(runs, ["adam", "cautious", "famo_rd"], [0, 1])
+    assert table["cautious"]["bd_rate_percent"]["per_seed"] == pytest.approx([-10.0, -10.0], abs=1e-6)
+    assert table["cautious"]["rd_cost_vs_adam_percent"]["pairs"] == 8
+    assert table["famo_rd"]["bd_rate_percent"]["mean"] is None
+    assert any("not strictly monotone" in note for note in table["famo_rd"]["notes"])
+    assert [o["rate"] for o in table["famo_rd"]["overlap"]] == [0.0, 0.0]
+
+
+def test_quick_study_two_jobs_then_resume(tmp_path):
+    output = tmp_path / "quick.json"
+    command = [sys.executable, str(SCRIPT), "--quick", "--methods", "adam", "famo_rd", "--jobs", "2",
+               "--lambdas_adam", "0.001", "0.013", "--lambdas_famo_rd", "0.013", "-o", str(output),
+               "--weights_dir", str(tmp_path / "weights")]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(output.read_text())
+    assert sorted((r["method"], r["lmbda"]) for r in payload["runs"]) == [("adam", 0.001), ("adam", 0.013),
+                                                                          ("famo_rd", 0.013)]
+    assert all(r["test"]["bpp"] > 0 and r["per_image"] for r in payload["runs"])
+    assert output.with_suffix(".md").is_file() and "famo_rd" in payload["analysis"]
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "seed=" not in again.stdout  # nothing trained twice
+    assert len(json.loads(output.read_text())["runs"]) == 3
