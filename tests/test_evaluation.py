@@ -485,3 +485,13 @@ def test_eval_checks_every_checkpoint_first_and_writes_only_when_asked(tmp_path,
     assert not (tmp_path / "results.json").exists()  # printed, not written, unless -o is given
     assert main(["eval", "--ckpt", good, "--data", "images", "-o", str(out)]) == 0 and out.is_file()
     assert main(["eval", "--ckpt", good, "--data", "images", "-o", str(out)]) == 2  # exists: needs --force
+
+
+def test_eval_progress_names_the_run_not_only_the_file():
+    from pathlib import Path
+
+    from lit_hpcm.cli.codec_commands import run_label
+
+    assert run_label(Path("runs/hpcm_base_balanced/checkpoints/epoch=3.ckpt")) == "hpcm_base_balanced/epoch=3.ckpt"
+    assert run_label(Path("weights/hpcm_base_0.0067.pt")) == "weights/hpcm_base_0.0067.pt"
+    assert run_label(Path("last.ckpt")) == "last.ckpt"

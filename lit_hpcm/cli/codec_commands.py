@@ -68,6 +68,13 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 
 @reporting_errors("eval")
+def run_label(ckpt: Path) -> str:
+    """How a progress bar names a checkpoint: its run folder and file name (`RUN/checkpoints/epoch=3.ckpt` ->
+    `RUN/epoch=3.ckpt`; a file in another folder keeps that folder's name)."""
+    folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return f"{folder.name}/{ckpt.name}" if folder.name else ckpt.name
+
+
 def run_eval(args: argparse.Namespace) -> int:
     if args.output is not None:
         _checked_output(args.output, [*args.ckpt, args.data], args.force)
@@ -79,8 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for ckpt in args.ckpt:
         model = load_model(ckpt, args.preset, device)
         model_rows = []
-        run = f"{Path(ckpt).parent.name}/{Path(ckpt).name}" if Path(ckpt).parent.name else Path(ckpt).name
-        for item in tqdm(images, desc=run, unit="img"):
+        for item in tqdm(images, desc=run_label(Path(ckpt)), unit="img"):
             model_rows.append(measure_image(model, item["image"].to(device), item["name"]) | {"checkpoint": str(ckpt)})
         points.append(summarize(model_rows, str(ckpt))["results"])
         rows += model_rows
