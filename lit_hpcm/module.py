@@ -19,7 +19,6 @@ writes every image to real file bytes and back (`lit_hpcm.codec`) and reports by
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -39,8 +38,8 @@ from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
 from .images import save_image
 from .models import HPCM
-from .optim import FAMO, BitSharePrior, CautiousAdam
-from .optim.qp import qp_weights
+from .optim import CautiousAdam
+from .optim.balancing import build_balancer
 from .optim.schedules import milestone_scheduler
 from .run_logger import RunCSVLogger
 from .tasks import SCALES, task_losses, task_names
@@ -163,10 +162,14 @@ class LitHPCM(L.LightningModule):
         self.model = HPCM(preset, **(model_options or {}))
         self.task_names = task_names(task_set)
         self.balancing = balancing
-        self.bit_share: Optional[BitSharePrior] = None
-        self.famo = self._build_famo() if balancing == "famo" else None
-        # The QP's weights of the last step, for logging only (the QP has no state across steps).
-        self.register_buffer("qp_weights", torch.full((len(self.task_names),), float("nan")), persistent=False)
+        hp = self.hparams
+        self.balancer = build_balancer(balancing, task_set, len(self.task_names), famo_w_lr=famo_w_lr,
+                                       famo_gamma=famo_gamma, famo_update=famo_update,
+                                       famo_min_losses=famo_min_losses, task_priors=hp.task_priors,
+                                       scale_weights=hp.scale_weights, bit_share_decay=hp.bit_share_decay)
+        # Registered here so their state (FAMO's logits and their Adam, the bit shares) is in the checkpoint.
+        self.famo = self.balancer.famo
+        self.bit_share = self.balancer.bit_share
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
@@ -179,41 +182,6 @@ class LitHPCM(L.LightningModule):
             load_into(self.model, load_weights(init_weights, preset), init_weights)
 
     # -- setup -----------------------------------------------------------------------------------
-    def _build_famo(self) -> FAMO:
-        """FAMO with the configured priors and offsets; "bit_share" also builds `self.bit_share`, whose
-        running shares become the rate priors and offsets at every step (`_balanced_objective`)."""
-        hp = self.hparams
-        priors = hp.task_priors
-        if hp.scale_weights is not None:
-            if hp.task_set != "scales" or len(hp.scale_weights) != 3:
-                raise ConfigError("scale_weights needs task_set 'scales' and three values [s1, s2, s3]")
-            if priors is not None:
-                raise ConfigError("give task_priors or scale_weights, not both")
-            priors = [1.0, 1.0, *hp.scale_weights]
-        if priors is None and hp.task_set == "scales":
-            priors = "bit_share"
-        if priors == "bit_share":
-            if hp.task_set != "scales":
-                raise ConfigError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
-            if not isinstance(hp.famo_min_losses, (int, float)):
-                raise ConfigError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
-                                 "offset); the rates' offsets are minus their bit shares")
-            self.bit_share = BitSharePrior(len(self.task_names) - 1, decay=hp.bit_share_decay)
-            priors = None
-        # The step checks losses and gradients once (`_non_finite`); FAMO's own per-call checks would add reads.
-        return FAMO(len(self.task_names), w_lr=hp.famo_w_lr, gamma=hp.famo_gamma, priors=priors,
-                    min_losses=hp.famo_min_losses, check_losses=False)
-
-    def _balanced_objective(self, losses: torch.Tensor, synced: torch.Tensor) -> torch.Tensor:
-        """FAMO's loss of the task losses [n_tasks]; with bit-share priors, first fold this batch's rates
-        (`synced`, identical on all ranks) into the shares and set priors [1, π] and offsets [m_D, −π]."""
-        famo = self.famo
-        if self.bit_share is not None:
-            share = self.bit_share.update(synced[1:])
-            famo.set_priors(torch.cat([share.new_ones(1), share]))
-            famo.set_min_losses(torch.cat([famo.min_losses[:1], -share]))
-        return famo.balanced_loss(losses)
-
     @property
     def gamma(self) -> torch.Tensor:
         """FAMO's per-task γ vector [n_tasks] (a copy)."""
@@ -321,89 +289,37 @@ class LitHPCM(L.LightningModule):
         x = _images(batch)
         optimizer = self.optimizers()
         losses, stats = self._losses(x)
-        synced_before = self._synced(losses)
-        famo = self.famo
-        famo_before = None
-        if famo is not None and self.hparams.famo_update == "next_batch":
-            famo_before = copy.deepcopy(self._balancing_state())  # put back if this step is skipped
-            previous = famo.take_prev()
-            if previous is not None:
-                famo.update(previous, synced_before)
+        synced = self._synced(losses)
+        snapshot = self.balancer.before_step(synced)
         optimizer.zero_grad(set_to_none=True)
-        if self.hparams.balancing == "qp":
-            objective = self._qp_backward(losses)
-        else:
-            objective = self._balanced_objective(losses, synced_before) if famo is not None else losses.sum()
-            self.manual_backward(objective)
+        objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters(),
+                                           lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
         self._drop_frozen_grads()
         stepped = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in stepped]) if stepped else losses.new_zeros(())
         problem = self._non_finite(losses, grad_norm)
         if problem:
             optimizer.zero_grad(set_to_none=True)
-            if famo_before is not None:
-                self._load_balancing_state(famo_before)
+            self.balancer.restore(snapshot)
             return self._skip(problem)
         if self.hparams.clip_grad_norm and stepped:
             # What Lightning's clip_gradients does (clip_grad_norm_), with the norm already computed above.
             torch.nn.utils.clip_grads_with_norm_(stepped, self.hparams.clip_grad_norm, grad_norm)
         optimizer.step()
-        if famo is not None:
-            if self.hparams.famo_update == "same_batch":
-                with torch.no_grad():
-                    after, _ = self._losses(x)
-                famo.update(synced_before, self._synced(after))
-            else:
-                famo.remember(synced_before)
-        self._log_step("train", objective, synced_before, stats, x.shape[0])
+        self.balancer.after_step(synced, lambda: self._synced(self._losses_without_grad(x)))
+        self._log_step("train", objective, synced, stats, x.shape[0])
         return objective.detach()
 
-    def _qp_backward(self, losses: torch.Tensor) -> torch.Tensor:
-        """The second strategy's step: per-task gradients g_i of log(L_i − m_i) over the trained parameters
-        (one backward per task over the one forward), averaged over DDP ranks, QP weights w from their Gram
-        matrix, and Σ w_i g_i written to the parameters' .grad. Returns Σ w_i log(L_i − m_i) (w detached).
-
-        Cost: n backward passes instead of 1, and under DDP an all-reduce of n gradient vectors [n, P] instead
-        of DDP's one; every rank then holds the same averaged gradients, hence the same w and the same step.
-        """
-        params = self._trained_parameters()
-        offsets = torch.as_tensor(self.hparams.famo_min_losses, dtype=losses.dtype, device=losses.device)
-        logs = (losses - offsets).log()
-        rows = []
-        for i in range(len(logs)):
-            grads = torch.autograd.grad(logs[i], params, retain_graph=i < len(logs) - 1, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                   for g, p in zip(grads, params)]))
-        task_grads = self.trainer.strategy.reduce(torch.stack(rows), reduce_op="mean")  # [n, P]
-        gram = task_grads @ task_grads.T
-        # Non-finite losses give non-finite gradients (the step is then skipped); keep the solve itself defined.
-        gram = torch.where(torch.isfinite(gram).all(), gram, torch.eye(len(logs), dtype=gram.dtype, device=gram.device))
-        weights = qp_weights(gram)
-        self.qp_weights.copy_(weights.detach())
-        combined = weights @ task_grads
-        start = 0
-        for p in params:
-            p.grad = combined[start : start + p.numel()].view_as(p).clone()
-            start += p.numel()
-        return (weights.detach() * logs).sum()
+    def _losses_without_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Task losses [n_tasks] of batch x under the updated weights (FAMO's same-batch re-run)."""
+        with torch.no_grad():
+            return self._losses(x)[0]
 
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters that get gradients this step: requires_grad and not in a frozen group."""
         groups = self.model.parameter_groups()
         return [p for name, members in groups.items() if name not in self.frozen_groups
                 for _, p in members if p.requires_grad]
-
-    def _balancing_state(self) -> dict:
-        """FAMO's state and the bit shares' (references: deep-copy to keep a snapshot)."""
-        state = {"famo": self.famo.state_dict()}
-        if self.bit_share is not None:
-            state["bit_share"] = self.bit_share.state_dict()
-        return state
-
-    def _load_balancing_state(self, state: dict) -> None:
-        self.famo.load_state_dict(state["famo"])
-        if self.bit_share is not None:
-            self.bit_share.load_state_dict(state["bit_share"])
 
     def _drop_frozen_grads(self) -> None:
         if not self.frozen_groups:
@@ -438,13 +354,11 @@ class LitHPCM(L.LightningModule):
         self.log_dict({f"{name}_step": value for name, value in values.items()}, on_step=True, on_epoch=False)
         extra = {"train/skipped_steps": float(self.skipped_steps)}
         extra |= {f"lr/{g['name']}": g["lr"] for g in self.optimizers().param_groups}
-        if self.famo is not None:
-            weights, gamma = self.famo.weights(), self.gamma
-            # 0-d tensors, not floats: reading them here would stall the GPU every step.
+        weights = self.balancer.weights()
+        if weights is not None:  # 0-d tensors, not floats: reading them here would stall the GPU every step
             extra |= {f"weight/{n}": w for n, w in zip(self.task_names, weights)}
-            extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, gamma)}
-        elif self.hparams.balancing == "qp":
-            extra |= {f"weight/{n}": w for n, w in zip(self.task_names, self.qp_weights)}
+        if self.famo is not None:
+            extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, self.gamma)}
         self.log_dict(extra, on_step=True, on_epoch=False)
 
     # -- schedulers --------------------------------------------------------------------------------

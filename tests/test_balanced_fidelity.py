@@ -16,7 +16,7 @@ def _objective_gradient(module: LitHPCM, x: torch.Tensor) -> tuple[torch.Tensor,
     """(flat model gradient of the balanced objective, task losses, FAMO's normaliser c) for batch x."""
     torch.manual_seed(5)  # the same quantization noise for every module
     losses, _ = module._losses(x)
-    objective = module._balanced_objective(losses, losses.detach())
+    objective = module.balancer.objective(losses, losses.detach())
     params = [p for p in module.model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(objective, params, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])

@@ -70,8 +70,8 @@ def test_a_few_qp_steps_train_with_weights_summing_to_one(tmp_path, optimizer, t
     _trainer(tmp_path, max_steps=2).fit(module, DataLoader(_batches(2), batch_size=None))
     assert not torch.equal(before, module.model.g_a[0].weight)
     assert module.skipped_steps == 0
-    assert torch.isfinite(module.qp_weights).all()
-    assert float(module.qp_weights.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.isfinite(module.balancer.weights()).all()
+    assert float(module.balancer.weights().sum()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_qp_gradient_is_the_weighted_sum_of_the_task_gradients(tmp_path):
@@ -82,7 +82,7 @@ def test_qp_gradient_is_the_weighted_sum_of_the_task_gradients(tmp_path):
     x = _batches(1)[0]
     torch.manual_seed(3)
     losses, _ = module._losses(x)
-    module._qp_backward(losses)
+    module.balancer.backward(losses, losses.detach(), None, module._trained_parameters(), lambda t: t)
     got = torch.cat([p.grad.reshape(-1) for p in module._trained_parameters()])
     torch.manual_seed(3)
     losses, _ = module._losses(x)
@@ -91,7 +91,7 @@ def test_qp_gradient_is_the_weighted_sum_of_the_task_gradients(tmp_path):
     for i in range(2):
         grads = torch.autograd.grad((losses[i] + 1).log(), params, retain_graph=True, allow_unused=True)
         per_task.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
-    w = module.qp_weights
+    w = module.balancer.weights()
     assert torch.allclose(got, w[0] * per_task[0] + w[1] * per_task[1], rtol=1e-4, atol=1e-9)
     gram = torch.stack(per_task) @ torch.stack(per_task).T
     assert torch.allclose(w.double(), torch.tensor(_kkt_solve(gram.double().numpy())), rtol=1e-4)
@@ -102,7 +102,7 @@ class _RecordRankState(L.Callback):
         self.folder = folder
 
     def on_train_end(self, trainer, pl_module):
-        torch.save({"w": pl_module.qp_weights.clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone()},
+        torch.save({"w": pl_module.balancer.weights().clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone()},
                    os.path.join(self.folder, f"qp_rank{trainer.global_rank}.pt"))
 
 

@@ -1,0 +1,185 @@
+"""The balancing policy of a training step: how the task losses become the step's gradients, and what is
+updated after the optimizer step.
+
+`LitHPCM.training_step` calls, in order: `before_step` (returns a snapshot), `backward` (gradients into
+.grad, returns the objective), then either `restore(snapshot)` when the step is skipped (non-finite loss or
+gradient) or `after_step` once the optimizer has stepped. Three implementations, chosen by `balancing`:
+
+    none  plain sum of the task losses (Adam's R-D loss for the `rd` task set)
+    famo  FAMO (Balanced R-D from scratch): logits updated on the same batch re-run after the step, or with the
+          next batch's losses (`famo_update`); with bit-share priors for the `scales` task set
+    qp    the equality-constrained QP (Balanced R-D for fine-tuning): min-norm affine combination of the
+          per-task log-loss gradients, no state across steps
+
+Every rank gets identical inputs (`synced`: task losses averaged over DDP ranks), so every rank keeps the same
+state. The FAMO and bit-share modules are registered on the LightningModule, so their state is in checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .bit_share import BitSharePrior
+from .famo import FAMO
+from .qp import qp_weights
+
+Backward = Callable[[Tensor], None]  # the LightningModule's manual_backward
+Reduce = Callable[[Tensor], Tensor]  # mean over DDP ranks
+
+
+class Balancer:
+    """No balancing: the objective is the sum of the task losses [n_tasks]."""
+
+    famo: Optional[FAMO] = None
+    bit_share: Optional[BitSharePrior] = None
+
+    def before_step(self, synced: Tensor) -> Optional[dict]:
+        """Work due before this step's backward; returns what `restore` needs if the step is skipped."""
+        return None
+
+    def backward(self, losses: Tensor, synced: Tensor, backward: Backward, params: Sequence[Tensor],
+                 reduce: Reduce) -> Tensor:
+        """Write this step's gradients into the parameters' .grad; return the objective (for logging)."""
+        objective = losses.sum()
+        backward(objective)
+        return objective
+
+    def after_step(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
+        """Work due after the optimizer step; `losses_again()` re-runs the batch (synced task losses)."""
+
+    def restore(self, snapshot: Optional[dict]) -> None:
+        """Undo `before_step` for a skipped step."""
+
+    def weights(self) -> Optional[Tensor]:
+        """The task weights [n_tasks] of the last step, to log (None: no weights)."""
+        return None
+
+
+class FamoBalancer(Balancer):
+    """FAMO over the task losses, with fixed priors, or bit-share priors (`bit_share`) whose running shares set
+    the rates' priors and offsets at every step."""
+
+    def __init__(self, famo: FAMO, update: str, bit_share: Optional[BitSharePrior] = None) -> None:
+        self.famo, self.update, self.bit_share = famo, update, bit_share
+
+    def _state(self) -> dict:
+        state = {"famo": self.famo.state_dict()}
+        if self.bit_share is not None:
+            state["bit_share"] = self.bit_share.state_dict()
+        return state
+
+    def before_step(self, synced: Tensor) -> Optional[dict]:
+        if self.update != "next_batch":
+            return None
+        snapshot = copy.deepcopy(self._state())
+        previous = self.famo.take_prev()
+        if previous is not None:  # the previous batch's losses before its step, and this batch's after it
+            self.famo.update(previous, synced)
+        return snapshot
+
+    def objective(self, losses: Tensor, synced: Tensor) -> Tensor:
+        """FAMO's loss of the task losses [n_tasks]; with bit-share priors, first fold this batch's rates
+        (`synced`, identical on all ranks) into the shares and set priors [1, π] and offsets [m_D, −π]."""
+        if self.bit_share is not None:
+            share = self.bit_share.update(synced[1:])
+            self.famo.set_priors(torch.cat([share.new_ones(1), share]))
+            self.famo.set_min_losses(torch.cat([self.famo.min_losses[:1], -share]))
+        return self.famo.balanced_loss(losses)
+
+    def backward(self, losses, synced, backward, params, reduce) -> Tensor:
+        objective = self.objective(losses, synced)
+        backward(objective)
+        return objective
+
+    def after_step(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
+        if self.update == "same_batch":
+            self.famo.update(synced, losses_again())
+        else:
+            self.famo.remember(synced)
+
+    def restore(self, snapshot: Optional[dict]) -> None:
+        if snapshot is None:
+            return
+        self.famo.load_state_dict(snapshot["famo"])
+        if self.bit_share is not None:
+            self.bit_share.load_state_dict(snapshot["bit_share"])
+
+    def weights(self) -> Tensor:
+        return self.famo.weights()
+
+
+class QPBalancer(Balancer):
+    """The second strategy's step: per-task gradients g_i of log(L_i − m_i) over the trained parameters (one
+    backward per task over the one forward), averaged over DDP ranks, QP weights w from their Gram matrix, and
+    Σ w_i g_i written to .grad.
+
+    Cost: n backward passes instead of 1, and under DDP an all-reduce of n gradient vectors [n, P] instead of
+    DDP's one; every rank then holds the same averaged gradients, hence the same w and the same step."""
+
+    def __init__(self, min_losses: Union[float, Sequence[float]]) -> None:
+        self.min_losses = min_losses
+        self.last_weights: Optional[Tensor] = None
+
+    def backward(self, losses, synced, backward, params, reduce) -> Tensor:
+        offsets = torch.as_tensor(self.min_losses, dtype=losses.dtype, device=losses.device)
+        logs = (losses - offsets).log()
+        rows = []
+        for i in range(len(logs)):
+            grads = torch.autograd.grad(logs[i], params, retain_graph=i < len(logs) - 1, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                   for g, p in zip(grads, params)]))
+        task_grads = reduce(torch.stack(rows))  # [n, P]
+        gram = task_grads @ task_grads.T
+        # Non-finite losses give non-finite gradients (the step is then skipped); keep the solve itself defined.
+        gram = torch.where(torch.isfinite(gram).all(), gram, torch.eye(len(logs), dtype=gram.dtype, device=gram.device))
+        weights = qp_weights(gram)
+        self.last_weights = weights.detach()
+        combined = weights @ task_grads
+        start = 0
+        for p in params:
+            p.grad = combined[start : start + p.numel()].view_as(p).clone()
+            start += p.numel()
+        return (weights.detach() * logs).sum()
+
+    def weights(self) -> Optional[Tensor]:
+        return self.last_weights
+
+
+def build_balancer(balancing: str, task_set: str, n_tasks: int, *, famo_w_lr: float,
+                   famo_gamma: Union[float, Sequence[float]], famo_update: str,
+                   famo_min_losses: Union[float, Sequence[float]], task_priors, scale_weights,
+                   bit_share_decay: float) -> Balancer:
+    """The balancer a config asks for. For FAMO: `scale_weights` (fixed priors [1, 1, s1, s2, s3] of the
+    `scales` set) or `task_priors` (one per task, or "bit_share"); the `scales` set defaults to bit-share priors.
+    Conflicting settings are a `ConfigError`."""
+    if balancing == "none":
+        return Balancer()
+    if balancing == "qp":
+        return QPBalancer(famo_min_losses)
+    priors = task_priors
+    if scale_weights is not None:
+        if task_set != "scales" or len(scale_weights) != 3:
+            raise ConfigError("scale_weights needs task_set 'scales' and three values [s1, s2, s3]")
+        if priors is not None:
+            raise ConfigError("give task_priors or scale_weights, not both")
+        priors = [1.0, 1.0, *scale_weights]
+    if priors is None and task_set == "scales":
+        priors = "bit_share"
+    bit_share = None
+    if priors == "bit_share":
+        if task_set != "scales":
+            raise ConfigError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
+        if not isinstance(famo_min_losses, (int, float)):
+            raise ConfigError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
+                              "offset); the rates' offsets are minus their bit shares")
+        bit_share = BitSharePrior(n_tasks - 1, decay=bit_share_decay)
+        priors = None
+    # The step checks losses and gradients once (`_non_finite`); FAMO's own per-call checks would add reads.
+    famo = FAMO(n_tasks, w_lr=famo_w_lr, gamma=famo_gamma, priors=priors, min_losses=famo_min_losses,
+                check_losses=False)
+    return FamoBalancer(famo, famo_update, bit_share)
