@@ -292,7 +292,7 @@ class LitHPCM(L.LightningModule):
         synced = self._synced(losses)
         snapshot = self.balancer.before_step(synced)
         optimizer.zero_grad(set_to_none=True)
-        objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters(),
+        objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters,
                                            lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
         self._drop_frozen_grads()
         stepped = [p for p in self.model.parameters() if p.grad is not None]

@@ -82,7 +82,7 @@ def test_qp_gradient_is_the_weighted_sum_of_the_task_gradients(tmp_path):
     x = _batches(1)[0]
     torch.manual_seed(3)
     losses, _ = module._losses(x)
-    module.balancer.backward(losses, losses.detach(), None, module._trained_parameters(), lambda t: t)
+    module.balancer.backward(losses, losses.detach(), None, module._trained_parameters, lambda t: t)
     got = torch.cat([p.grad.reshape(-1) for p in module._trained_parameters()])
     torch.manual_seed(3)
     losses, _ = module._losses(x)

@@ -29,6 +29,7 @@ from .famo import FAMO
 from .qp import qp_weights
 
 Backward = Callable[[Tensor], None]  # the LightningModule's manual_backward
+Parameters = Callable[[], Sequence[Tensor]]  # the parameters this step trains (asked for only by the QP)
 Reduce = Callable[[Tensor], Tensor]  # mean over DDP ranks
 
 
@@ -42,7 +43,7 @@ class Balancer:
         """Work due before this step's backward; returns what `restore` needs if the step is skipped."""
         return None
 
-    def backward(self, losses: Tensor, synced: Tensor, backward: Backward, params: Sequence[Tensor],
+    def backward(self, losses: Tensor, synced: Tensor, backward: Backward, params: Parameters,
                  reduce: Reduce) -> Tensor:
         """Write this step's gradients into the parameters' .grad; return the objective (for logging)."""
         objective = losses.sum()
@@ -126,6 +127,7 @@ class QPBalancer(Balancer):
         self.last_weights: Optional[Tensor] = None
 
     def backward(self, losses, synced, backward, params, reduce) -> Tensor:
+        params = params()
         offsets = torch.as_tensor(self.min_losses, dtype=losses.dtype, device=losses.device)
         logs = (losses - offsets).log()
         rows = []
