@@ -42,7 +42,7 @@ from .optim import CautiousAdam
 from .optim.balancing import build_balancer
 from .optim.schedules import milestone_scheduler
 from .run_logger import RunCSVLogger
-from .tasks import SCALES, task_losses, task_names
+from .tasks import RATE_PARTS, task_losses, task_names
 
 
 # Lightning 2.6 builds torch pytree LeafSpec objects, which torch 2.14 deprecates with a FutureWarning on every
@@ -129,7 +129,7 @@ class LitHPCM(L.LightningModule):
         weight_decay: float = 0.0,
         lr_multipliers: Optional[dict[str, float]] = None,
         balancing: Literal["none", "famo", "qp"] = "none",
-        task_set: Literal["rd", "scales"] = "rd",
+        task_set: str = "rd",
         famo_gamma: Union[float, list[float]] = 0.001,
         famo_w_lr: float = 0.025,
         famo_update: Literal["same_batch", "next_batch"] = "same_batch",
@@ -278,7 +278,7 @@ class LitHPCM(L.LightningModule):
         losses = task_losses(self.hparams.task_set, distortion, out["bits"], num_pixels)
         stats = {"distortion": distortion, "mse": mse, "bpp": sum(out["bits"].values()).sum() / num_pixels,
                  "psnr": _mean_psnr(x, out["x_hat"])}
-        stats |= {f"bpp_{s}": out["bits"][s].sum() / num_pixels for s in SCALES}
+        stats |= {f"bpp_{part}": out["bits"][part].sum() / num_pixels for part in RATE_PARTS}
         return losses, stats | {"x_hat": out["x_hat"]}
 
     def _synced(self, losses: torch.Tensor) -> torch.Tensor:

@@ -9,18 +9,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SCALES = ("z", "s1", "s2", "s3")
+from .errors import ConfigError
+from .models.schedule import SCALES
 
+RATE_PARTS: tuple[str, ...] = ("z", *SCALES)  # what the model's bits are split into: z, then y by coding scale
+
+# The registry of task sets: a config's `task_set` is one of these names.
 TASK_SETS: dict[str, tuple[str, ...]] = {
     "rd": ("distortion", "rate"),
-    "scales": ("distortion", *(f"rate_{scale}" for scale in SCALES)),
+    "scales": ("distortion", *(f"rate_{part}" for part in RATE_PARTS)),
 }
 
 
 def task_names(task_set: str) -> tuple[str, ...]:
     """Names of the tasks of ``task_set``, in the order of :func:`task_losses`."""
     if task_set not in TASK_SETS:
-        raise ValueError(f"unknown task set {task_set!r}; valid: {sorted(TASK_SETS)}")
+        raise ConfigError(f"unknown task_set {task_set!r}; valid: {', '.join(sorted(TASK_SETS))}")
     return TASK_SETS[task_set]
 
 
@@ -37,9 +41,9 @@ def task_losses(task_set: str, distortion: Tensor, bits: dict[str, Tensor], num_
     sum to the ``"rd"`` rate.
     """
     names = task_names(task_set)
-    if set(bits) != set(SCALES):
-        raise ValueError(f"bits needs exactly the keys {SCALES}, got {tuple(bits)}")
-    scale_bits = torch.stack([bits[scale].sum() for scale in SCALES])
+    if set(bits) != set(RATE_PARTS):
+        raise ValueError(f"bits needs exactly the keys {RATE_PARTS}, got {tuple(bits)}")
+    scale_bits = torch.stack([bits[part].sum() for part in RATE_PARTS])
     rates = scale_bits / num_pixels if task_set == "scales" else scale_bits.sum(0, keepdim=True) / num_pixels
     losses = torch.cat([distortion.reshape(1), rates])
     assert losses.numel() == len(names)

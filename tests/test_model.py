@@ -7,11 +7,11 @@ import torch
 
 from lit_hpcm.models import HPCM
 from lit_hpcm.models.masks import LatentLayout
-from lit_hpcm.models.schedule import PARTS, STEPS
+from lit_hpcm.models.schedule import SCALES, STEPS
 
 
 def test_schedule_has_eleven_steps_split_2_3_6_and_covers_every_part_once():
-    per_scale = {s: [st.part for st in STEPS if st.scale == s] for s in PARTS}
+    per_scale = {s: [st.part for st in STEPS if st.scale == s] for s in SCALES}
     assert [len(per_scale[s]) for s in ("s1", "s2", "s3")] == [2, 3, 6]
     # a finer scale codes exactly the parts its coarser scales did not cover
     assert per_scale["s1"] == [0, 1] and per_scale["s2"] == [1, 2, 3] and per_scale["s3"] == [2, 3, 4, 5, 6, 7]

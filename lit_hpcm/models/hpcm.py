@@ -26,6 +26,7 @@ from .entropy import GeneralizedGaussianConditional, official_scale_table
 from .hyperprior import HyperLatentCodec
 from .layers import PConvRB, down2, down4x4, up2, up4x4
 from .masks import LatentLayout
+from .schedule import SCALES
 from .presets import HPCMConfig, resolve_config
 
 # Parameter groups for layer-wise learning rates and freezing: top-level child -> group name.
@@ -157,7 +158,7 @@ class HPCM(CompressionModel):
         """−log2 likelihood sums per image: z, and y split by the scale that codes each cell."""
         y_bits = -torch.log2(y_likelihoods)
         bits = {"z": -torch.log2(z_likelihoods).flatten(1).sum(1)}
-        for level, scale in enumerate(("s1", "s2", "s3"), start=1):
+        for level, scale in enumerate(SCALES, start=1):
             bits[scale] = (y_bits * (layout.level == level)).flatten(1).sum(1)
         return bits
 

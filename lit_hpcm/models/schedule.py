@@ -33,9 +33,6 @@ class Step:
 
 SCALES: tuple[str, ...] = ("s1", "s2", "s3")
 
-# Number of interleaved cell sets per scale grid (2-, 4- and 8-part masks).
-PARTS: dict[str, int] = {"s1": 2, "s2": 4, "s3": 8}
-
 STEPS: tuple[Step, ...] = (
     Step("s1", part=0, context=None),
     Step("s1", part=1, context=0),
