@@ -62,10 +62,11 @@ class ProgressiveUnfreezing(Callback):
 
     How, and why so:
 
-    - ``setup`` (before ``configure_optimizers``) merges ``lr_multipliers`` into ``module.lr_multipliers``, so
+    - The callback changes the module only through ``set_lr_multipliers`` and ``set_frozen``.
+    - ``setup`` (before ``configure_optimizers``) merges ``lr_multipliers`` into the module's, so
       each group's param group starts at ``lr × multiplier`` and LR schedulers (MultiStepLR,
       ReduceLROnPlateau) scale every group from its own base.
-    - Every parameter stays in the optimizer; freezing is ``module.frozen_groups``, whose gradients the module
+    - Every parameter stays in the optimizer; freezing is the module's ``frozen_groups``, whose gradients it
       drops before the step, so frozen parameters and their optimizer state do not move. That is DDP-safe
       (DDP only syncs parameters that required grad when it wrapped the model). On a single process the
       frozen groups also get ``requires_grad=False``, which only saves compute.
@@ -103,7 +104,6 @@ class ProgressiveUnfreezing(Callback):
         if any(m < 0 for m in self.lr_multipliers.values()):
             raise ValueError(f"lr_multipliers must be >= 0, got {self.lr_multipliers}")
         self.managed = self.frozen_at_start.union(*self.schedule.values())
-        self._toggle_requires_grad = True
 
     def frozen_at(self, epoch: int) -> set[str]:
         """Groups frozen during ``epoch``."""
@@ -112,16 +112,15 @@ class ProgressiveUnfreezing(Callback):
 
     # -- Lightning hooks -----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._toggle_requires_grad = trainer.world_size == 1
-        pl_module.lr_multipliers = {**pl_module.lr_multipliers, **self.lr_multipliers}
-        self._apply(pl_module, self.frozen_at(0))
+        pl_module.set_lr_multipliers(self.lr_multipliers)
+        pl_module.set_frozen(self.frozen_at(0), self.managed)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply the epoch's frozen set (the optimizer is untouched: every parameter is already in it)."""
         epoch = trainer.current_epoch
         frozen = self.frozen_at(epoch)
         released = pl_module.frozen_groups - frozen
-        self._apply(pl_module, frozen)
+        pl_module.set_frozen(frozen, self.managed)
         if released:
             rank_zero_info(f"ProgressiveUnfreezing: epoch {epoch}: unfroze {sorted(released)}")
 
@@ -129,12 +128,3 @@ class ProgressiveUnfreezing(Callback):
         if self.report:
             frozen = self.frozen_at(trainer.current_epoch)
             rank_zero_info(layer_report(pl_module, pl_module.base_lr, pl_module.lr_multipliers, frozen))
-
-    def _apply(self, pl_module: pl.LightningModule, frozen: set[str]) -> None:
-        pl_module.frozen_groups = set(frozen)
-        if not self._toggle_requires_grad:
-            return
-        for group, members in pl_module.model.parameter_groups().items():
-            if group in self.managed:
-                for _, param in members:
-                    param.requires_grad_(group not in frozen)

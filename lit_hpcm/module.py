@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Iterable, Literal, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -314,6 +314,25 @@ class LitHPCM(L.LightningModule):
         """Task losses [n_tasks] of batch x under the updated weights (FAMO's same-batch re-run)."""
         with torch.no_grad():
             return self._losses(x)[0]
+
+    # -- freezing and per-group learning rates (set by callbacks through these two methods only) ----------
+    def set_frozen(self, groups: Iterable[str], managed: Iterable[str]) -> None:
+        """Freeze exactly `groups` (parameter group names). Their gradients are dropped inside the training step,
+        which is safe under DDP; in a single process the `managed` groups' parameters also get requires_grad
+        switched (frozen: off), which only saves compute."""
+        self.frozen_groups = set(groups)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            return
+        managed = set(managed)
+        for group, members in self.model.parameter_groups().items():
+            if group in managed:
+                for _, param in members:
+                    param.requires_grad_(group not in self.frozen_groups)
+
+    def set_lr_multipliers(self, multipliers: dict[str, float]) -> None:
+        """Factors on the base lr per parameter group, merged over the configured ones; read when the optimizer
+        is built (`configure_optimizers`), so set them before fitting starts."""
+        self.lr_multipliers = {**self.lr_multipliers, **multipliers}
 
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters that get gradients this step: requires_grad and not in a frozen group."""

@@ -45,7 +45,8 @@ def test_default_schedule():
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_setup_sets_multipliers_and_frozen_groups(world_size):
     module = LitHPCM(preset="tiny", lr=1e-3, lr_multipliers={"entropy": 0.2, "h_a": 3.0})
-    ProgressiveUnfreezing(schedule={1: ["context"]}).setup(fake_trainer(world_size), module, "fit")
+    module.trainer = fake_trainer(world_size)  # attached, as Lightning does before the callbacks' setup
+    ProgressiveUnfreezing(schedule={1: ["context"]}).setup(module.trainer, module, "fit")
     assert module.frozen_groups == {"entropy", "context"}
     lrs = {g["name"]: g["lr"] for g in module.configure_optimizers().param_groups}
     assert lrs == pytest.approx({"g_a": 1e-3, "g_s": 1e-3, "h_a": 5e-4, "h_s": 5e-4, "context": 1e-4, "entropy": 2e-4})
