@@ -67,7 +67,6 @@ def run_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-@reporting_errors("eval")
 def run_label(ckpt: Path) -> str:
     """How a progress bar names a checkpoint: its run folder and file name (`RUN/checkpoints/epoch=3.ckpt` ->
     `RUN/epoch=3.ckpt`; a file in another folder keeps that folder's name)."""
@@ -75,6 +74,7 @@ def run_label(ckpt: Path) -> str:
     return f"{folder.name}/{ckpt.name}" if folder.name else ckpt.name
 
 
+@reporting_errors("eval")
 def run_eval(args: argparse.Namespace) -> int:
     if args.output is not None:
         _checked_output(args.output, [*args.ckpt, args.data], args.force)
