@@ -33,6 +33,7 @@ from . import codec
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
 from .epoch_means import EpochMeans
 from .errors import ConfigError
+from .evaluation.keys import MEASURES
 from .evaluation.measure import measure_image, summarize
 from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
@@ -445,11 +446,7 @@ class LitHPCM(L.LightningModule):
         for x, name in zip(batch["image"], batch["name"]):
             row = measure_image(self.model, x, name)
             self._test_rows.append(row)
-            self.log_dict(
-                {"test/bpp": row["bpp"], "test/psnr": row["psnr-rgb"], "test/encode_s": row["encoding_time"],
-                 "test/decode_s": row["decoding_time"]},
-                on_epoch=True, batch_size=1,
-            )
+            self.log_dict({logged: row[key] for key, logged in MEASURES.items() if logged}, on_epoch=True, batch_size=1)
 
     def on_test_epoch_end(self) -> None:
         rows = self._test_rows

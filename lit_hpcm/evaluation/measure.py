@@ -19,6 +19,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 from .. import codec
 from ..images import quantize_to_8bit
 from ..models import HPCM
+from .keys import MEASURES
 
 # MS-SSIM's five scales with an 11-pixel window: torchmetrics needs side // 16 > 10, i.e. 176 pixels per side.
 MS_SSIM_MIN_SIDE = 176
@@ -75,7 +76,7 @@ def summarize(rows: Sequence[dict[str, Any]], name: str, description: str = "", 
     if not rows:
         raise ValueError("no images were measured")
     results: dict[str, list[float]] = {}
-    for key in ("bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "encoding_time", "decoding_time"):
+    for key in MEASURES:
         values = [r[key] for r in rows if r[key] is not None]
         if values:
             results[key] = [sum(values) / len(values)]

@@ -28,10 +28,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from .keys import QUALITY_KEYS
 from .reference import METRICS, RDCurve, get_reference, list_references
 
-# Keys holding a metric directly, in order of preference.
-_DIRECT_KEYS = {"psnr": ("psnr-rgb", "psnr"), "ms-ssim-db": ("ms-ssim-db-rgb", "ms-ssim-db")}
+# Keys holding a metric directly, in order of preference: ours, then the bare metric name other tools write.
+_DIRECT_KEYS = {metric: (key, metric) for metric, key in QUALITY_KEYS.items()}
 # Keys holding linear MS-SSIM, converted to dB when no direct dB key is present.
 _LINEAR_MSSSIM_KEYS = ("ms-ssim-rgb", "ms-ssim")
 
