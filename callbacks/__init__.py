@@ -1,10 +1,25 @@
 """Training policy for LitHPCM as Lightning callbacks: γ schedules, progressive unfreezing, per-scale early
 stopping and best-K + last-N checkpointing. They change only what the module exposes (``set_gamma``,
-``lr_multipliers``, ``frozen_groups``) and read logged metrics."""
+``set_lr_multipliers``, ``set_frozen``) and read logged metrics.
 
-from .adaptive_gamma import AdaptiveGamma
-from .scale_early_stopping import ScaleEarlyStopping
-from .topk_checkpoint import TopKCheckpoint
-from .unfreezing import ProgressiveUnfreezing
+The names load their module on first use, so the command-line tools can read the γ strategies without
+importing Lightning.
+"""
 
-__all__ = ["AdaptiveGamma", "ProgressiveUnfreezing", "ScaleEarlyStopping", "TopKCheckpoint"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "AdaptiveGamma": "adaptive_gamma",
+    "ProgressiveUnfreezing": "unfreezing",
+    "ScaleEarlyStopping": "scale_early_stopping",
+    "TopKCheckpoint": "topk_checkpoint",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import numpy as np
@@ -19,9 +19,8 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_hpcm.tasks import TASK_SETS
 
-Strategy = Literal["fixed", "linear", "cosine", "step", "plateau", "hpcm", "hierarchical"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-PROGRESS_STRATEGIES = ("linear", "cosine", "hpcm", "hierarchical")  # those that need the run length
+from .gamma_strategies import PROGRESS_STRATEGIES, STRATEGIES, Strategy
+
 DEFAULT_BOUNDARIES = {"hpcm": (0.1, 0.667), "hierarchical": (0.1, 0.4, 0.667)}
 DEFAULT_SCALE_GAMMAS = {"s1": 0.008, "s2": 0.006, "s3": 0.004}
 SCALE_TASKS = ("rate_s1", "rate_s2", "rate_s3")

@@ -10,13 +10,14 @@ import argparse
 
 from .reporting import reporting_errors
 
-from ..callbacks.adaptive_gamma import STRATEGIES, AdaptiveGamma, plot_gamma
-from ..callbacks.unfreezing import layer_report
+from ..callbacks.gamma_strategies import STRATEGIES
 
 
 @reporting_errors("plot-gamma")
 def run_plot_gamma(args: argparse.Namespace) -> int:
     """Plot the γ schedule an AdaptiveGamma with these settings sets over a run of ``args.total``."""
+    from ..callbacks.adaptive_gamma import AdaptiveGamma, plot_gamma
+
     options = dict(strategy=args.strategy, gamma0=args.gamma0, gamma_final=args.gamma_final,
                    milestones=args.milestones, factor=args.factor, phase_boundaries=args.phase_boundaries)
     if args.scale_gammas:
@@ -31,6 +32,7 @@ def run_plot_gamma(args: argparse.Namespace) -> int:
 @reporting_errors("layers")
 def run_layers(args: argparse.Namespace) -> int:
     """Print the parameter-group report of ``HPCM(args.preset)``."""
+    from ..callbacks.unfreezing import layer_report
     from ..models import HPCM
 
     print(layer_report(HPCM(args.preset), args.lr, {}, ()))

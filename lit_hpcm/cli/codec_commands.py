@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm import tqdm
-
-from .. import codec
-from ..checkpoint_io import write_atomically
-from ..checkpoints import WEIGHTS_FORMAT, import_official, load_model, read_checkpoint, save_weights
 from .reporting import reporting_errors
-from ..data import EvalImages
-from ..evaluation.measure import summarize, measure_image
-from ..evaluation.results import write_results
-from ..images import find_images, open_image, save_image
+
+if TYPE_CHECKING:
+    import torch
+
+# The runners import torch and the codec when they run, so that building the parser (`lit-hpcm --help`) does not.
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available")
     return torch.device(name)
@@ -46,6 +44,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 @reporting_errors("compress")
 def run_compress(args: argparse.Namespace) -> int:
+    from .. import codec
+    from ..checkpoint_io import write_atomically
+    from ..checkpoints import load_model
+    from ..images import open_image
+
     _checked_output(args.output, [args.image, args.ckpt], args.force)
     model = load_model(args.ckpt, args.preset, _device(args.device))
     data = codec.encode(model, open_image(args.image))
@@ -56,6 +59,10 @@ def run_compress(args: argparse.Namespace) -> int:
 
 @reporting_errors("decompress")
 def run_decompress(args: argparse.Namespace) -> int:
+    from .. import codec
+    from ..checkpoints import load_model
+    from ..images import save_image
+
     if not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
     _checked_output(args.output, [args.file, args.ckpt], args.force)
@@ -76,6 +83,14 @@ def run_label(ckpt: Path) -> str:
 
 @reporting_errors("eval")
 def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..checkpoints import load_model
+    from ..data import EvalImages
+    from ..evaluation.measure import measure_image, summarize
+    from ..evaluation.results import write_results
+    from ..images import find_images
+
     if args.output is not None:
         _checked_output(args.output, [*args.ckpt, args.data], args.force)
     images = EvalImages(find_images(args.data), args.data)  # the images and names `lit-hpcm test` uses
@@ -117,6 +132,8 @@ def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict
 
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
+    from ..checkpoints import WEIGHTS_FORMAT, import_official, read_checkpoint, save_weights
+
     _checked_output(args.destination, [args.source], args.force)
     source = read_checkpoint(args.source)
     if isinstance(source, dict) and (source.get("format") == WEIGHTS_FORMAT or "pytorch-lightning_version" in source):

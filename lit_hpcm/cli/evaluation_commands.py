@@ -12,16 +12,15 @@ from pathlib import Path
 
 from .reporting import reporting_errors
 from ..evaluation.bd import METHODS
-from ..evaluation.grid import plan_lines
-from ..evaluation.plots import bd_table, rd_plot, write_table
 from ..evaluation.reference import METRICS
-from ..evaluation.results import read_curve
-from ..evaluation.sweep import sweep_report
 
 
 @reporting_errors("rd-plot")
 def run_rd_plot(args: argparse.Namespace) -> int:
     """Plot result files and reference curves, and tabulate BD metrics against the anchor."""
+    from ..evaluation.plots import bd_table, rd_plot, write_table
+    from ..evaluation.results import read_curve
+
     sources = [*args.results, *args.ref]
     if not sources:
         raise ValueError("give at least one results file or --ref curve")
@@ -41,6 +40,8 @@ def run_rd_plot(args: argparse.Namespace) -> int:
 @reporting_errors("sweep-grid")
 def run_sweep_grid(args: argparse.Namespace) -> int:
     """Print the command of every grid point, one shell-quoted line each (what configs/sweeps/grid.sh runs)."""
+    from ..evaluation.grid import plan_lines
+
     print("\n".join(plan_lines(args.sweep)))
     return 0
 
@@ -59,6 +60,8 @@ def _where(conditions: list[str]) -> dict[str, str]:
 @reporting_errors("sweep-report")
 def run_sweep_report(args: argparse.Namespace) -> int:
     """Write the sweep report for the runs under ``args.runs_dir``."""
+    from ..evaluation.sweep import sweep_report
+
     report = sweep_report(
         args.runs_dir, args.output, x=args.x, y=args.y, metric=args.metric, top_k=args.top_k, mode=args.mode,
         columns=args.columns, where=_where(args.where), kind=args.kind,

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import bjontegaard
 import numpy as np
 
 METHODS = ("pchip", "cubic")
@@ -96,6 +95,8 @@ def bd_rate(anchor_rate, anchor_dist, test_rate, test_dist, method: str = "pchip
     Integrates over the distortion range both curves cover; raises ``ValueError`` for inputs the
     Bjøntegaard computation cannot handle (see the module docstring).
     """
+    import bjontegaard  # here, not at the top: `lit-hpcm --help` reads METHODS without loading it
+
     a_rate, a_dist, t_rate, t_dist = _checked_pair(anchor_rate, anchor_dist, test_rate, test_dist, method)
     _require_overlap(overlap(a_dist, t_dist), "distortion", a_dist, t_dist)
     return float(
@@ -109,6 +110,8 @@ def bd_psnr(anchor_rate, anchor_dist, test_rate, test_dist, method: str = "pchip
     Positive means the test curve is better. Integrates over the log-rate range both curves cover;
     raises ``ValueError`` like :func:`bd_rate`.
     """
+    import bjontegaard
+
     a_rate, a_dist, t_rate, t_dist = _checked_pair(anchor_rate, anchor_dist, test_rate, test_dist, method)
     _require_overlap(overlap(np.log10(a_rate), np.log10(t_rate)), "rate", a_rate, t_rate)
     return float(
