@@ -12,7 +12,6 @@ from PIL import Image
 from lit_hpcm.data import (
     BUNDLED_EVAL_PHOTOS,
     BUNDLED_TRAIN_PHOTOS,
-    EpochTaggedSampler,
     ImageDataModule,
     TrainCrops,
     bundled_photos,
@@ -21,6 +20,7 @@ from lit_hpcm.data import (
     random_crop,
 )
 from lit_hpcm.images import find_images, image_to_tensor
+from lit_hpcm.resumable_loader import EpochTaggedSampler
 
 P = 32  # patch size used throughout: small keeps the tests fast
 
