@@ -14,7 +14,7 @@ One training step, in order::
 
 Validation runs the eval-mode forward (hard rounding) and logs rates from likelihoods; `test`
 writes every image to real file bytes and back (`lit_hpcm.codec`) and reports bytes-based bpp;
-`predict` does the same and returns the bytes and the decoded image (`lit_hpcm.predict` writes them).
+`predict` does the same and returns the bytes and the decoded image (`lit_hpcm.codec_writer` writes them).
 """
 
 from __future__ import annotations
@@ -482,7 +482,7 @@ class LitHPCM(L.LightningModule):
         """Compress each image of an evaluation batch with real bitstreams and decode those bytes back.
 
         Returns one ``{"name": str, "data": bytes, "image": PIL.Image}`` per image (``image`` decoded from
-        ``data``, 8-bit RGB); `lit_hpcm.predict.CodecWriter` stores them as ``.hpcm`` + ``.png`` files.
+        ``data``, 8-bit RGB); `lit_hpcm.codec_writer.CodecWriter` stores them as ``.hpcm`` + ``.png`` files.
         """
         items = []
         for x, name in zip(batch["image"], batch["name"]):

@@ -63,7 +63,7 @@ class HPCMCLI(LightningCLI):
         stores the .hpcm files and decoded PNGs in <trainer.default_root_dir>/predictions."""
         from lightning.pytorch.callbacks import BasePredictionWriter
 
-        from ..predict import CodecWriter
+        from ..codec_writer import CodecWriter
 
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))

@@ -1,6 +1,6 @@
 """HPCM: learned image compression with hierarchical progressive context modeling (ICCV 2025).
 
-    x ─▶ pad ─▶ g_a ─▶ y ─▶ h_a ─▶ z ─▶ HyperLatentCodec ─▶ z_hat ─▶ h_s ─▶ params
+    x ─▶ pad ─▶ g_a ─▶ y ─▶ h_a ─▶ z ─▶ PerChannelZCodec ─▶ z_hat ─▶ h_s ─▶ params
                        │                                                   │
                        └────────────▶ ProgressiveContext (11 steps) ◀──────┘
                                               │ y_hat
@@ -23,7 +23,7 @@ from torch import nn
 from .coders import LatentDecoder, LatentEncoder, LatentQuantizer
 from .context import ProgressiveContext
 from .entropy import GeneralizedGaussianConditional, official_scale_table
-from .hyperprior import HyperLatentCodec
+from .hyperprior import PerChannelZCodec
 from .layers import PConvRB, down2, down4x4, up2, up4x4
 from .masks import LatentLayout
 from .schedule import SCALES
@@ -108,7 +108,7 @@ class HPCM(CompressionModel):
         self.g_s = _synthesis(c)
         self.h_a = _hyper_analysis(c)
         self.h_s = _hyper_synthesis(c)
-        self.hyperprior = HyperLatentCodec(c.hyper_channels)
+        self.hyperprior = PerChannelZCodec(c.hyper_channels)
         self.context = ProgressiveContext(c)
         self.y_entropy = GeneralizedGaussianConditional(official_scale_table().tolist())
         self._layouts: dict[tuple, LatentLayout] = {}

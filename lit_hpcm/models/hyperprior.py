@@ -9,7 +9,7 @@ from .coders import ste_round
 from .entropy import GeneralizedGaussianConditional
 
 
-class HyperLatentCodec(nn.Module):
+class PerChannelZCodec(nn.Module):
     """z [B, N, h, w] -> (z_hat, likelihoods), and its bitstream.
 
     Each channel c has a learned mean μ_c and scale α_c; z − μ is rounded (STE in training, with
