@@ -44,6 +44,12 @@ class CheckpointError(ValueError):
     The message names the file (where there is one) and every problem found."""
 
 
+def problem_list(problems: list[str], limit: int = 8) -> str:
+    """The first `limit` problems of a checkpoint that does not fit, joined for one error line."""
+    more = f"; … and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
 def unreadable_checkpoint(path, err: BaseException) -> CheckpointError:
     """The error for a file ``torch.load`` refused, with the first line of torch's reason."""
     reason = str(err).strip().splitlines()[0] if str(err).strip() else "no details"

@@ -1,119 +1,17 @@
-"""Import of official HPCM checkpoints (lyq133/LIC-HPCM) into our parameter names.
-
-The official networks are the same as ours; only names differ. The mapping is written as a few
-rules from our names to the official ones, so every one of our tensors names exactly one official
-tensor. Official quirks stay visible here: the adaptor a step uses is the official list entry
-(k − 1) mod n (see `schedule.official_adaptor_name`), and releases before `adaptive_params_list`
-was registered have no channel multipliers (they were constant ones then).
-"""
+"""lit-hpcm weights files and Lightning checkpoints: writing and reading weights (ours, a Lightning checkpoint's or
+an official file's, through `lit_hpcm.official`), and the checks that a checkpoint fits the model it is loaded into.
+Atomic file writing is `lit_hpcm.checkpoint_io`'s."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from .checkpoint_io import CheckpointError, read_checkpoint, write_atomically
+from .checkpoint_io import CheckpointError, problem_list, read_checkpoint, write_atomically
 from .models import HPCM
-from .models.schedule import official_adaptor_name
-
-# Our block member names -> the official Sequential indices inside PConvRB / DWConvRB.
-_BLOCK_MEMBERS = (("spatial.conv.", "branch.0.pconv."), ("spatial.", "branch.0."), ("expand.", "branch.1."), ("project.", "branch.3."))
-_ATTENTION = {"query": "conv_q", "key": "conv_k", "value": "conv_v", "out": "conv_out"}
-# Official buffers we rebuild ourselves (`update()`), checked for value where it matters.
-_OFFICIAL_REBUILT = ("scale_table", "quantized_cdf_z", "cdf_length_z", "offset_z", "quantized_cdf_y", "cdf_length_y", "offset_y")
-_OFFICIAL_CONSTANTS = {
-    "entropy_estimation.beta": 1.5,
-    "entropy_estimation.scale_lower_bound.bound": 0.12,
-    "entropy_estimation.likelihood_lower_bound.bound": 1e-9,
-}
-
-
-def _block(rest: str) -> str:
-    for ours, theirs in _BLOCK_MEMBERS:
-        if rest.startswith(ours):
-            return theirs + rest[len(ours):]
-    return rest
-
-
-def official_name(name: str) -> str | None:
-    """The official state_dict key of our parameter `name` (None for our entropy-model buffers)."""
-    if name.startswith(("y_entropy.", "hyperprior.entropy.")):
-        return None
-    rules = (
-        (r"(g_a|g_s|h_a|h_s)\.(\d+)\.(.+)", lambda m: f"{m[1]}.branch.{m[2]}.{_block(m[3])}"),
-        (
-            r"context\.priors\.(s1_s2|s3)\.(before|after)\.(\d+)\.(.+)",
-            lambda m: f"y_spatial_prior_{m[1]}.branch_{1 if m[2] == 'before' else 2}.{m[3]}.{_block(m[4])}",
-        ),
-        (r"context\.adaptors\.(\d+)\.(.+)", lambda m: f"{official_adaptor_name(int(m[1]))}.{m[2]}"),
-        (r"context\.multipliers\.(\d+)", lambda m: f"adaptive_params_list.{m[1]}"),
-        (r"context\.attention\.(s\d)\.(\w+)\.(.+)", lambda m: f"attn_{m[1]}.{_ATTENTION[m[2]]}.{m[3]}"),
-        (r"context\.scale_fusion\.(\d+)\.(.+)", lambda m: f"context_net.{m[1]}.{m[2]}"),
-        (r"hyperprior\.(means|scales)", lambda m: f"{m[1]}_hyper"),
-    )
-    for pattern, build in rules:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return build(match)
-    raise KeyError(f"no official name rule for {name!r}")
-
-
-def _unwrap(obj) -> Mapping[str, torch.Tensor]:
-    """The tensor mapping inside an official file: a bare state_dict, or under 'state_dict'/'model'."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "net"):
-            if key in obj and isinstance(obj[key], Mapping):
-                return obj[key]
-        return obj
-    raise CheckpointError(f"expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}")
-
-
-def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def import_official(state_dict: Mapping[str, torch.Tensor], preset: str = "base") -> dict[str, torch.Tensor]:
-    """Official state_dict (optionally wrapped, optionally with `module.` prefixes) -> ours.
-
-    Missing `adaptive_params_list.*` are filled with ones (older releases). Missing or unknown keys,
-    shape mismatches and unexpected constants raise one `CheckpointError` that lists them all.
-    """
-    official = _strip_prefix(_unwrap(state_dict))
-    reference = HPCM(preset).state_dict()
-    ours: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    problems: list[str] = []
-    for name, target in reference.items():
-        theirs = official_name(name)
-        if theirs is None:
-            continue
-        if theirs not in official:
-            if theirs.startswith("adaptive_params_list."):
-                ours[name] = torch.ones_like(target)
-            else:
-                problems.append(f"missing {theirs}")
-            continue
-        used.add(theirs)
-        value = official[theirs]
-        if not isinstance(value, torch.Tensor) or value.shape != target.shape:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            problems.append(f"shape of {theirs}: {shape}, expected {tuple(target.shape)}")
-            continue
-        ours[name] = value.detach().to(target.dtype).clone()
-    for key, expected in _OFFICIAL_CONSTANTS.items():
-        if key in official:
-            used.add(key)
-            if not torch.allclose(official[key].float(), torch.tensor([expected])):
-                problems.append(f"{key} = {official[key].tolist()}, this network needs {expected}")
-    unknown = sorted(set(official) - used - set(_OFFICIAL_REBUILT))
-    problems += [f"unknown key {k}" for k in unknown]
-    if problems:
-        raise CheckpointError(f"official checkpoint does not match HPCM preset {preset!r}: {_shown(problems, 20)}")
-    return ours
-
+from .official import import_official
 
 WEIGHTS_FORMAT = "lit-hpcm-weights"
 
@@ -155,11 +53,6 @@ def _weights_from(obj, preset: str | None, source) -> tuple[dict[str, torch.Tens
 _REBUILT_PREFIXES = ("y_entropy.", "hyperprior.entropy.")
 
 
-def _shown(problems: list[str], limit: int = 8) -> str:
-    more = f"; … and {len(problems) - limit} more" if len(problems) > limit else ""
-    return "; ".join(problems[:limit]) + more
-
-
 def _mismatches(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], skip=()) -> list[str]:
     """Missing, unknown and misshapen tensors of ``found`` against ``expected`` (names in ``skip`` aside)."""
     problems = [f"missing {k}" for k in expected if k not in found and not k.startswith(skip)]
@@ -180,7 +73,7 @@ def load_into(model: HPCM, state: Mapping[str, torch.Tensor], source) -> None:
     expected = model.state_dict()
     problems = _mismatches(state, expected, skip=_REBUILT_PREFIXES)
     if problems:
-        raise CheckpointError(f"{source}: weights do not fit HPCM preset {model.preset!r}: {_shown(problems)}")
+        raise CheckpointError(f"{source}: weights do not fit HPCM preset {model.preset!r}: {problem_list(problems)}")
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_REBUILT_PREFIXES)}, strict=False)
 
 
@@ -199,7 +92,7 @@ def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch
         recipe = {k: saved[k] for k in ("balancing", "task_set", "task_priors") if k in saved}
         hint = f"; it was trained with {recipe}: give the same settings (or the run's config)" if recipe else ""
         raise CheckpointError(
-            f"{source}: checkpoint does not fit this model (preset {preset!r}): {_shown(problems)}{hint}")
+            f"{source}: checkpoint does not fit this model (preset {preset!r}): {problem_list(problems)}{hint}")
 
 
 def checkpoint_differences(a, b, where: str = "") -> list[str]:
@@ -230,12 +123,3 @@ def load_model(path: str | Path, preset: str | None = None, device: torch.device
     load_into(model, state, path)
     model.update()
     return model.to(device).eval()
-
-
-def load_official(path_or_state_dict, preset: str = "base") -> HPCM:
-    """An HPCM with official weights, CDF tables built (`update()` done), in eval mode."""
-    state = read_checkpoint(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else path_or_state_dict
-    model = HPCM(preset)
-    model.load_state_dict(import_official(state, preset), strict=False)
-    model.update()
-    return model.eval()

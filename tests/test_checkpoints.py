@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_hpcm.checkpoints import CheckpointError, import_official, load_model, load_weights, official_name, save_weights
+from lit_hpcm.checkpoints import CheckpointError, load_model, load_weights, save_weights
+from lit_hpcm.official import import_official, official_name
 from lit_hpcm.cli import main
 from lit_hpcm.models import HPCM
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from skimage import data as sample_photos
 
-from lit_hpcm.checkpoints import load_official
+from lit_hpcm.official import load_official
 from official_fill import fixture_dir, official_state
 
 FIXTURES = ["hpcm_base", "hpcm_large"]

@@ -132,7 +132,9 @@ def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict
 
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
-    from ..checkpoints import WEIGHTS_FORMAT, import_official, read_checkpoint, save_weights
+    from ..checkpoint_io import read_checkpoint
+    from ..checkpoints import WEIGHTS_FORMAT, save_weights
+    from ..official import import_official
 
     _checked_output(args.destination, [args.source], args.force)
     source = read_checkpoint(args.source)
