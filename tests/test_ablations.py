@@ -15,8 +15,8 @@ from lit_hpcm.callbacks import ProgressiveUnfreezing
 from lit_hpcm.cli import main
 from lit_hpcm.cli.lightning import HPCMCLI
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.evaluation import sweep_report
-from lit_hpcm.evaluation.grid import grid_points, load_sweep, sweep_commands
+from lit_hpcm.sweeps.report import sweep_report
+from lit_hpcm.sweeps.grid import grid_points, load_sweep, sweep_commands
 from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim import CautiousAdam
 

@@ -22,11 +22,11 @@ from lit_hpcm.evaluation import (
     overlap,
     rd_plot,
     read_curve,
-    sweep_report,
     write_results,
 )
 from lit_hpcm.cli.evaluation_commands import register_rd_plot, register_sweep_report
-from lit_hpcm.evaluation.sweep import find_runs, lookup
+from lit_hpcm.sweeps.report import sweep_report
+from lit_hpcm.sweeps.runs import find_runs, lookup
 
 ANCHOR_BPP = [0.12, 0.18, 0.27, 0.41, 0.59, 0.82]
 ANCHOR_PSNR = [29.4, 30.8, 32.4, 34.2, 36.0, 37.8]

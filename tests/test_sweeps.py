@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lit_hpcm.cli import main
-from lit_hpcm.evaluation.grid import flag, grid_points, load_sweep, sweep_commands
+from lit_hpcm.sweeps.grid import flag, grid_points, load_sweep, sweep_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_SH = ROOT / "configs" / "sweeps" / "grid.sh"

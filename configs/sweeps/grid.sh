@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every point of a grid sweep file (configs/sweeps/*.yaml, configs/ablations/*.yaml) one after another,
-# without a W&B server: `lit-hpcm sweep-grid` (here its light entry point, python -m lit_hpcm.evaluation.grid)
+# without a W&B server: `lit-hpcm sweep-grid` (here its light entry point, python -m lit_hpcm.sweeps.grid)
 # writes the plan, the command W&B's agent would run for each point as one shell-quoted line, and this loop
 # runs it, appending your LightningCLI overrides to every run.
 #
@@ -19,7 +19,7 @@ if [[ $# -lt 1 ]]; then
 fi
 sweep=$1
 shift
-plan=$(python -m lit_hpcm.evaluation.grid "$sweep")
+plan=$(python -m lit_hpcm.sweeps.grid "$sweep")
 export WANDB_MODE=${WANDB_MODE:-offline}
 
 total=$(wc -l <<< "$plan")

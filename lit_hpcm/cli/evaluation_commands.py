@@ -40,7 +40,7 @@ def run_rd_plot(args: argparse.Namespace) -> int:
 @reporting_errors("sweep-grid")
 def run_sweep_grid(args: argparse.Namespace) -> int:
     """Print the command of every grid point, one shell-quoted line each (what configs/sweeps/grid.sh runs)."""
-    from ..evaluation.grid import plan_lines
+    from ..sweeps.grid import plan_lines
 
     print("\n".join(plan_lines(args.sweep)))
     return 0
@@ -60,7 +60,7 @@ def _where(conditions: list[str]) -> dict[str, str]:
 @reporting_errors("sweep-report")
 def run_sweep_report(args: argparse.Namespace) -> int:
     """Write the sweep report for the runs under ``args.runs_dir``."""
-    from ..evaluation.sweep import sweep_report
+    from ..sweeps.report import sweep_report
 
     report = sweep_report(
         args.runs_dir, args.output, x=args.x, y=args.y, metric=args.metric, top_k=args.top_k, mode=args.mode,

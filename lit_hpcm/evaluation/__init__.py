@@ -1,4 +1,4 @@
-"""Evaluation tools: BD metrics, published reference curves, results files, R-D plots, sweep reports.
+"""Evaluation tools: BD metrics, published reference curves, results files, R-D plots (sweeps: `lit_hpcm.sweeps`).
 
 The CLI mounts :mod:`lit_hpcm.cli.evaluation_commands` as ``lit-hpcm rd-plot`` and ``lit-hpcm sweep-report``.
 The names below load their module on first use, so a training process (which imports
@@ -14,7 +14,6 @@ _WHERE = {
     "bd_table": "plots", "rd_plot": "plots",
     "RDCurve": "reference", "get_reference": "reference", "list_references": "reference",
     "read_curve": "results", "read_results": "results", "write_results": "results",
-    "sweep_report": "sweep",
 }
 __all__ = sorted(_WHERE)
 

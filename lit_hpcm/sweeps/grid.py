@@ -10,7 +10,7 @@ A sweep file is a W&B sweep configuration restricted to what a plain loop can ru
       model.lmbda: {value: 0.0067}                    # a constant
 
 ``wandb sweep FILE`` + ``wandb agent`` run it on a W&B server. :func:`sweep_commands` produces the same
-commands locally, printed by ``lit-hpcm sweep-grid FILE`` (or ``python -m lit_hpcm.evaluation.grid FILE``,
+commands locally, printed by ``lit-hpcm sweep-grid FILE`` (or ``python -m lit_hpcm.sweeps.grid FILE``,
 without the CLI's start-up cost), and ``configs/sweeps/grid.sh`` loops over them: one file, both launchers.
 Values are written as JSON, which jsonargparse reads as YAML just like the Python ``str()`` that W&B's agent
 writes (``--model.scale_weights=[0.5, 0.3, 0.2]``).
@@ -110,7 +110,7 @@ def plan_lines(path: str | Path) -> list[str]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m lit_hpcm.evaluation.grid SWEEP.yaml")
+        sys.exit("usage: python -m lit_hpcm.sweeps.grid SWEEP.yaml")
     try:
         print("\n".join(plan_lines(sys.argv[1])))
     except (ValueError, OSError) as err:
