@@ -34,7 +34,7 @@ from .checkpoints import check_lightning_checkpoint, load_into, load_weights
 from .epoch_means import EpochMeans
 from .errors import ConfigError
 from .evaluation.keys import MEASURES
-from .evaluation.measure import measure_image, summarize
+from .evaluation.measure import measure_images, summarize
 from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
 from .images import save_image
@@ -443,8 +443,7 @@ class LitHPCM(L.LightningModule):
         self._test_rows = []
 
     def test_step(self, batch, batch_idx):
-        for x, name in zip(batch["image"], batch["name"]):
-            row = measure_image(self.model, x, name)
+        for row in measure_images(self.model, zip(batch["image"], batch["name"])):
             self._test_rows.append(row)
             self.log_dict({logged: row[key] for key, logged in MEASURES.items() if logged}, on_epoch=True, batch_size=1)
 

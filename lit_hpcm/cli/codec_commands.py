@@ -87,7 +87,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..checkpoints import load_model
     from ..data import EvalImages
-    from ..evaluation.measure import measure_image, summarize
+    from ..evaluation.measure import measure_images, summarize
     from ..evaluation.results import write_results
     from ..images import find_images
 
@@ -100,9 +100,9 @@ def run_eval(args: argparse.Namespace) -> int:
     points, rows, measured = [], [], []
     for ckpt in args.ckpt:
         model = load_model(ckpt, args.preset, device)
-        model_rows = []
-        for item in tqdm(images, desc=run_label(Path(ckpt)), unit="img"):
-            model_rows.append(measure_image(model, item["image"].to(device), item["name"]) | {"checkpoint": str(ckpt)})
+        shown = tqdm(images, desc=run_label(Path(ckpt)), unit="img")
+        model_rows = [row | {"checkpoint": str(ckpt)}
+                      for row in measure_images(model, ((item["image"].to(device), item["name"]) for item in shown))]
         points.append(summarize(model_rows, str(ckpt))["results"])
         rows += model_rows
         measured.append(ckpt)

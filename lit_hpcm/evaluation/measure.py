@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
@@ -65,6 +65,11 @@ def measure_image(model: HPCM, x: torch.Tensor, name: str) -> dict[str, Any]:
         row["ms-ssim-rgb"] = value
         row["ms-ssim-db-rgb"] = -10 * math.log10(max(1 - value, 1e-12))
     return row
+
+
+def measure_images(model: HPCM, images: Iterable[tuple[torch.Tensor, str]]) -> list[dict[str, Any]]:
+    """The evaluation routine `test` and `eval` share: one `measure_image` row per (image [3, H, W], name)."""
+    return [measure_image(model, x, name) for x, name in images]
 
 
 def summarize(rows: Sequence[dict[str, Any]], name: str, description: str = "", meta: dict | None = None) -> dict:
