@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_hpcm.checkpoint_io import write_atomically
 
@@ -27,9 +28,11 @@ from lit_hpcm.checkpoint_io import write_atomically
 class TopKCheckpoint(ModelCheckpoint):
     """ModelCheckpoint keeping the best ``save_top_k`` by ``monitor`` and the last ``save_last_n`` saves.
 
-    Every ``every_n_epochs`` epochs (at validation end, as ModelCheckpoint decides) the epoch's checkpoint is
-    written once: ModelCheckpoint writes it when it enters the top K, this class otherwise. A file is deleted
-    only when it is in neither set. ``last.ckpt`` is kept too (``save_last=True``) so ``--ckpt_path last``
+    Every ``every_n_epochs`` epochs (at the training epoch's end, or after each validation when validation runs
+    more often; ModelCheckpoint's rule) the epoch's checkpoint is written once. A file is deleted only when it is
+    in neither set. The saving is this class's own, through public calls only (``trainer.save_checkpoint``,
+    ``strategy.remove_checkpoint``, ModelCheckpoint's ``format_checkpoint_name`` and ``check_monitor_top_k``);
+    ModelCheckpoint's two saving hooks are replaced, so no private member of it is relied on. ``last.ckpt`` is kept too (``save_last=True``) so ``--ckpt_path last``
     resumes. After every save ``<dirpath>/checkpoints.json`` lists the kept epoch checkpoints, oldest first:
     ``{"path", "epoch", "step", "metric", "kind": "best" | "last" | "both"}``, written atomically and
     before any deletion.
@@ -67,6 +70,8 @@ class TopKCheckpoint(ModelCheckpoint):
             every_n_epochs=every_n_epochs, save_last=True, verbose=verbose,
         )
         self.save_last_n = save_last_n
+        self._saved_step: Optional[int] = None  # global step of the last epoch checkpoint this process wrote
+        self._last_step: Optional[int] = None  # and of its last last.ckpt
         self.recent: list[str] = []  # the newest save_last_n epoch checkpoints, oldest first
         self.entries: dict[str, dict[str, Any]] = {}  # kept epoch checkpoint -> epoch, step, metric
 
@@ -75,41 +80,83 @@ class TopKCheckpoint(ModelCheckpoint):
         best, last = path in self.best_k_models, path in self.recent
         return "both" if best and last else "best" if best else "last"
 
-    # -- ModelCheckpoint hooks -------------------------------------------------------------------------
+    # -- saving: ModelCheckpoint's two saving hooks replaced, on public trainer, strategy and ModelCheckpoint calls --
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.dirpath is None:  # before ModelCheckpoint's own default (inside the logger's version folder)
             self.dirpath = str(Path(trainer.default_root_dir, self.FOLDER).resolve())
         super().setup(trainer, pl_module, stage)
 
-    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
-        if self._last_global_step_saved != trainer.global_step:  # not among the best: save it as a recent one
-            self._save_checkpoint(trainer, self._get_metric_interpolated_filepath_name(monitor_candidates, trainer))
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saves_at_epoch_end(trainer):
+            self._save_epoch(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._saves_at_epoch_end(trainer):
+            self._save_epoch(trainer)
+
+    @staticmethod
+    def _saves_at_epoch_end(trainer: pl.Trainer) -> bool:
+        """ModelCheckpoint's rule: at the training epoch's end when validation runs once per epoch at its end
+        (or not at all), otherwise after every validation."""
+        return trainer.check_val_every_n_epoch == 1 and (sum(trainer.num_val_batches) == 0
+                                                         or trainer.val_check_interval == 1.0)
+
+    def _save_epoch(self, trainer: pl.Trainer) -> None:
+        """Save this epoch's checkpoint once, enter it in the best and recent sets, refresh last.ckpt, rewrite
+        the manifest, then delete what neither set holds."""
+        if (trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != "fit"
+                or self._saved_step == trainer.global_step or (trainer.current_epoch + 1) % self.every_n_epochs):
+            return
+        metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
+                   "step": torch.tensor(trainer.global_step)}
+        path = self.format_checkpoint_name(metrics)
+        score = metrics.get(self.monitor)
+        metric = float(score) if score is not None and math.isfinite(float(score)) else None
+        self.entries[path] = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metric": metric}
+        self.recent = [*self.recent, path][-self.save_last_n :] if self.save_last_n else []
+        if self.save_top_k and score is not None and self.check_monitor_top_k(trainer, score):
+            self._enter_best(path, score.detach().float().cpu())
+        trainer.save_checkpoint(path)  # the entries above are in it: the callback's state is saved with the file
+        self._save_last(trainer)
+        self._saved_step = trainer.global_step
+        if self.verbose:
+            rank_zero_info(f"TopKCheckpoint: saved {path} ({self.kind(path)}); {self.monitor} = {metric}")
         dropped = [p for p in self.entries if p not in self.recent and p not in self.best_k_models]
-        for path in dropped:
-            self.entries.pop(path)
+        for kept in dropped:
+            self.entries.pop(kept)
         if trainer.is_global_zero:
             rows = [{"path": p, **e, "kind": self.kind(p)} for p, e in self.entries.items()]
             text = json.dumps(rows, indent=2) + "\n"
             write_atomically(Path(self.dirpath) / self.MANIFEST, lambda handle: handle.write(text.encode()))
         for path in dropped:  # only now that the manifest no longer lists them
-            if self._should_remove_checkpoint(trainer, path, self._last_checkpoint_saved):
-                self._remove_checkpoint(trainer, path)
+            trainer.strategy.remove_checkpoint(path)
 
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        if filepath != self.last_model_path:  # an epoch checkpoint: record it first, the record is in the file
-            metric = trainer.callback_metrics.get(self.monitor)
-            metric = float(metric) if metric is not None and math.isfinite(float(metric)) else None
-            self.entries[filepath] = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metric": metric}
-            self.recent = [*self.recent, filepath][-self.save_last_n :] if self.save_last_n else []
-        super()._save_checkpoint(trainer, filepath)
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit that stops between epoch saves (max_steps, a stop request) still leaves its last state."""
+        if self._last_step != trainer.global_step:
+            self._save_last(trainer)
 
-    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        # Kept while listed in the manifest (the last N are always listed; a best one that ModelCheckpoint
-        # evicts is deleted by _save_topk_checkpoint after the manifest is rewritten without it).
-        if filepath in self.entries:
-            return
-        super()._remove_checkpoint(trainer, filepath)
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        self.last_model_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        trainer.save_checkpoint(self.last_model_path)
+        self._last_step = trainer.global_step
+
+    def _enter_best(self, path: str, score: torch.Tensor) -> None:
+        """Add `path` to the best set, evicting the k-th best when the set is full (the file itself goes only
+        when it is not a recent one either), and update ModelCheckpoint's public best/k-th fields."""
+        if torch.isnan(score):  # as ModelCheckpoint: a NaN ranks last
+            score = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
+        k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
+        if len(self.best_k_models) == k:
+            self.best_k_models.pop(self.kth_best_model_path)
+        self.best_k_models[path] = score
+        self.current_score = score
+        worst, best = (max, min) if self.mode == "min" else (min, max)
+        if len(self.best_k_models) == k:
+            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.get)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        self.best_model_path = best(self.best_k_models, key=self.best_k_models.get)
+        self.best_model_score = self.best_k_models[self.best_model_path]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "recent": self.recent, "entries": self.entries}
