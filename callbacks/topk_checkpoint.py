@@ -116,7 +116,8 @@ class TopKCheckpoint(ModelCheckpoint):
         self.recent = [*self.recent, path][-self.save_last_n :] if self.save_last_n else []
         if self.save_top_k and score is not None and self.check_monitor_top_k(trainer, score):
             self._enter_best(path, score.detach().float().cpu())
-        trainer.save_checkpoint(path)  # the entries above are in it: the callback's state is saved with the file
+        # the entries above are in the file: the callback's state is saved with it
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         self._save_last(trainer)
         self._saved_step = trainer.global_step
         if self.verbose:
@@ -138,7 +139,7 @@ class TopKCheckpoint(ModelCheckpoint):
 
     def _save_last(self, trainer: pl.Trainer) -> None:
         self.last_model_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-        trainer.save_checkpoint(self.last_model_path)
+        trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
         self._last_step = trainer.global_step
 
     def _enter_best(self, path: str, score: torch.Tensor) -> None:
