@@ -18,7 +18,6 @@ initialisation, imported into ours with `lit_hpcm.official.load_official`.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -101,7 +100,9 @@ def rss_probe(args) -> None:
     model = HPCM("base") if args.rss_probe == "ours" else official_model(args.official, seed=0)
     for _ in range(3):
         training_step(model, x, args.rss_probe == "ours")
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec.
+    peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(int(peak_kib) / 1024)
 
 
 def main() -> None:
