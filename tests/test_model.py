@@ -125,3 +125,17 @@ def test_unknown_preset_and_option_are_clear_errors():
 def test_non_rgb_input_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         tiny_model(torch.rand(1, 1, 64, 64))
+
+
+def test_residual_blocks_in_place_activation_gives_the_out_of_place_values_and_gradients():
+    import torch.nn.functional as F
+
+    from lit_hpcm.models.layers import DWConvRB, PConvRB
+
+    for block in (PConvRB(16), DWConvRB(16)):
+        x = torch.randn(2, 16, 8, 8, requires_grad=True, generator=torch.Generator().manual_seed(0))
+        reference = x + block.project(F.leaky_relu(block.expand(block.spatial(x))))
+        (ref_grad,) = torch.autograd.grad(reference.square().sum(), x)
+        out = block(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        assert torch.equal(out, reference) and torch.equal(grad, ref_grad)
