@@ -21,12 +21,10 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
-from _common import provenance, write_json
+from _common import provenance, time_call, write_json
 
 from lit_hpcm import codec
 from lit_hpcm.models.entropy import official_scale_table
@@ -76,12 +74,6 @@ def eval_forward(model, x: torch.Tensor) -> None:
     model.eval()
     with torch.no_grad():
         model(x)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def peak_rss_mib(which: str, args) -> float:
@@ -169,7 +161,7 @@ def main() -> None:
         for r in range(args.repeats):
             order = [("ours", ours_fn), ("official", official_fn)]
             for who, fn in order if r % 2 == 0 else order[::-1]:
-                times[who].append(timed(fn))
+                times[who].append(time_call(fn, torch.device("cpu"), repeats=1, warmup=0)[0])
         ratios = [a / b for a, b in zip(times["ours"], times["official"])]
         payload["results"][name] = {"ours_s": statistics.median(times["ours"]),
                                     "official_s": statistics.median(times["official"]),

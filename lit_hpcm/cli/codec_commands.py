@@ -147,24 +147,25 @@ def run_import_official(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_compress(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compress", help="image -> .hpcm file")
-    p.add_argument("image", type=Path)
+def _register_file_to_file(subparsers: argparse._SubParsersAction, name: str, help: str, source: str,
+                           ckpt_help: str | None, run) -> None:
+    """compress and decompress: one input file, `-o OUTPUT`, the weights, `--force`, the model options."""
+    p = subparsers.add_parser(name, help=help)
+    p.add_argument(source, type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--ckpt", type=Path, required=True, help="lit-hpcm checkpoint, weights file or official file")
+    p.add_argument("--ckpt", type=Path, required=True, help=ckpt_help)
     p.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     _add_model_args(p)
-    p.set_defaults(func=run_compress)
+    p.set_defaults(func=run)
+
+
+def register_compress(subparsers: argparse._SubParsersAction) -> None:
+    _register_file_to_file(subparsers, "compress", "image -> .hpcm file", "image",
+                           "lit-hpcm checkpoint, weights file or official file", run_compress)
 
 
 def register_decompress(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("decompress", help=".hpcm file -> image")
-    p.add_argument("file", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--ckpt", type=Path, required=True)
-    p.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
-    _add_model_args(p)
-    p.set_defaults(func=run_decompress)
+    _register_file_to_file(subparsers, "decompress", ".hpcm file -> image", "file", None, run_decompress)
 
 
 def register_eval(subparsers: argparse._SubParsersAction) -> None:
