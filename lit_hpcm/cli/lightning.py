@@ -31,10 +31,10 @@ class HPCMCLI(LightningCLI):
         the command line win; the file is checked in `before_instantiate_classes`."""
 
     def before_instantiate_classes(self) -> None:
-        """The run folder: what a run writes goes under `trainer.default_root_dir` unless the config names another
-        place (`RunCSVLogger` save_dir here; the callbacks' dirpath and `model.test_results` default to it
-        themselves); `--ckpt_path last` is the newest last*.ckpt of the run's TopKCheckpoint folders; the checkpoint is checked before anything is built; a resumed fit continues
-        its log folder."""
+        """Before anything is built: the run folder (what a run writes goes under `trainer.default_root_dir` unless
+        the config names another place: `RunCSVLogger`'s save_dir here, the callbacks' dirpath and
+        `model.test_results` default to it themselves); `--ckpt_path last` made the newest last*.ckpt of the
+        config's checkpoint callbacks; the checkpoint checked; a resumed fit's log continued in its folder."""
         from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
         from ..run_logger import RunCSVLogger
