@@ -35,6 +35,9 @@ def _tools_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cpu_allocator import keep_freed_memory
+
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from .lightning import run_lightning
