@@ -37,6 +37,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _cpu_name() -> str:
+    """The CPU's model name where Linux reports it, else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance() -> dict:
     """Device, software versions and git commit of this run."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -45,7 +56,8 @@ def provenance() -> dict:
         "commit": commit or "unknown",
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA PyTorch's kernels use
         "cpu_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""lit-hpcm against the official HPCM code, side by side: same weights, same inputs, alternating runs in one process.
+"""lit-hpcm against the official HPCM code, side by side: same weights, same inputs, alternating runs.
 
 The official code is not part of this repository: give a checkout of github.com/lyq133/LIC-HPCM with ``--official``.
 Its entropy coder is a C++ extension; for `compress`/`decompress` build it once in the checkout::
@@ -6,11 +6,14 @@ Its entropy coder is a C++ extension; for `compress`/`decompress` build it once 
     cd LIC-HPCM/src/entropy_models/entropy_coders/unbounded_rans && python setup.py build
     cp build/lib*/*.so ../../     # next to src/entropy_models/__init__.py
 
-Measured per pair (ours, official; the order alternates): the training step (train-mode forward, R-D loss,
-backward) on a batch of crops, the eval forward, `compress` and `decompress` of one image; medians and the per-pair
-ratio ours/official (below 1: ours is faster), the bytes each coder wrote, and the peak RSS of a process that runs
-three training steps (each implementation in a fresh process). Weights: the official model's seeded random
-initialisation, imported into ours with `lit_hpcm.official.load_official`.
+Each implementation runs in its own worker process, set up as its users run it: ours with the CPU allocator
+setting that `lit-hpcm` applies at start (`lit_hpcm.cpu_allocator`; ``--allocator`` picks another for a comparison),
+the official one with the C library's defaults. The parent asks them in turn, alternating who goes first, so both
+see the same machine load. Measured per pair: the training step (train-mode forward, R-D loss, backward) on a batch
+of crops, the eval forward, `compress` and `decompress` of one image; medians and the per-pair ratio ours/official
+(below 1: ours is faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training
+steps. Weights: the official model's seeded random initialisation, imported into ours with
+`lit_hpcm.official.load_official`.
 
     python benchmarks/vs_official.py --official ~/LIC-HPCM -o benchmarks/results/vs_official.json
 """
@@ -18,6 +21,8 @@ initialisation, imported into ours with `lit_hpcm.official.load_official`.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +32,8 @@ import torch
 from _common import provenance, time_call, write_json
 
 from lit_hpcm import codec
+from lit_hpcm.cpu_allocator import keep_freed_memory
+from lit_hpcm.models import HPCM
 from lit_hpcm.models.entropy import official_scale_table
 from lit_hpcm.official import load_official
 
@@ -76,25 +83,105 @@ def eval_forward(model, x: torch.Tensor) -> None:
         model(x)
 
 
+ALLOCATORS = ("cli", "default", "thp")
+
+
+def _worker_command(which: str, role: str, args) -> tuple[list[str], dict]:
+    """The command line and environment of a worker process (`role`: "timing" or "rss")."""
+    command = [sys.executable, __file__, "--official", str(args.official), "--worker", which, "--role", role,
+               "--batch", str(args.batch), "--crop", str(args.crop), "--threads", str(args.threads),
+               "--eval-size", *map(str, args.eval_size), "--allocator", args.allocator]
+    env = dict(os.environ)
+    if which == "ours" and args.allocator == "thp":
+        env["THP_MEM_ALLOC_ENABLE"] = "1"  # PyTorch's 2 MiB-page allocation, read at the process's first allocation
+    return command, env
+
+
 def peak_rss_mib(which: str, args) -> float:
     """Peak resident memory (MiB) of a fresh process that builds `which` and runs three training steps."""
-    command = [sys.executable, __file__, "--official", str(args.official), "--rss-probe", which,
-               "--batch", str(args.batch), "--crop", str(args.crop), "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    command, env = _worker_command(which, "rss", args)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"the {which} RSS probe failed:\n{done.stderr}")
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def rss_probe(args) -> None:
-    """Build only the measured model (its weights do not change the memory) and run three training steps."""
-    from lit_hpcm.models import HPCM
+def _build(which: str, args):
+    """The measured model: the official one, or ours with the official one's weights."""
+    official = official_model(args.official, seed=0)
+    return official if which == "official" else load_official(official.state_dict(), "base")
 
-    x = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(1))
-    model = HPCM("base") if args.rss_probe == "ours" else official_model(args.official, seed=0)
-    for _ in range(3):
-        training_step(model, x, args.rss_probe == "ours")
-    # VmHWM, not getrusage's ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec.
-    peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(int(peak_kib) / 1024)
+
+def _cases(which: str, model, args) -> tuple[dict, int | None]:
+    """name -> a function that runs it once, and the bytes this implementation's coder writes for the image."""
+    ours = which == "ours"
+    crops = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(1))
+    image = torch.rand(1, 3, *args.eval_size, generator=torch.Generator().manual_seed(2))
+    cases = {"training_step": lambda: training_step(model, crops, ours), "eval_forward": lambda: eval_forward(model, image)}
+    if args.skip_codec:
+        return cases, None
+    model.eval()
+    with torch.no_grad():
+        if ours:
+            data = codec.encode(model, image[0])
+            coded = codec.coded_bytes(data)
+            cases["compress"] = torch.no_grad()(lambda: codec.encode(model, image[0]))
+            cases["decompress"] = torch.no_grad()(lambda: codec.decode_tensor(data, model))
+        else:
+            packed = model.compress(image)
+            coded = sum(len(s) for s in packed["strings"])  # [y_string, z_string]
+            cases["compress"] = torch.no_grad()(lambda: model.compress(image))
+            cases["decompress"] = torch.no_grad()(lambda: model.decompress(packed["strings"], packed["shape"]))
+    return cases, coded
+
+
+def worker(args) -> None:
+    """A worker process. "rss": three training steps, then print the peak RSS in MiB. "timing": print the coded
+    bytes, then for each case name read on stdin run it once and print its seconds."""
+    if args.worker == "ours" and args.allocator == "cli":
+        keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    ours = args.worker == "ours"
+    if args.role == "rss":
+        # only the measured model is built (its weights do not change the memory)
+        model = HPCM("base") if ours else official_model(args.official, seed=0)
+        x = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            training_step(model, x, ours)
+        # VmHWM, not getrusage's ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec.
+        peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(int(peak_kib) / 1024)
+        return
+    model = _build(args.worker, args)
+    cases, coded = _cases(args.worker, model, args)
+    print(json.dumps({"cases": list(cases), "bytes": coded}), flush=True)
+    for line in sys.stdin:
+        print(time_call(cases[line.strip()], torch.device("cpu"), repeats=1, warmup=0)[0], flush=True)
+
+
+class Worker:
+    """The parent's handle on a timing worker."""
+
+    def __init__(self, which: str, args):
+        command, env = _worker_command(which, "timing", args)
+        self.which = which
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.hello = json.loads(self._reply())
+
+    def _reply(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.which} worker stopped (exit status {self.process.wait()}); its error is above")
+        return line
+
+    def time(self, case: str) -> float:
+        self.process.stdin.write(case + "\n")
+        self.process.stdin.flush()
+        return float(self._reply())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def main() -> None:
@@ -103,65 +190,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--crop", type=int, default=256, help="training crop side")
     parser.add_argument("--eval-size", type=int, nargs=2, default=(512, 768), metavar=("H", "W"))
-    parser.add_argument("--repeats", type=int, default=3, help="pairs per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="pairs per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocator", choices=ALLOCATORS, default="cli",
+                        help="ours: cli = as lit-hpcm runs (keep freed memory), default = the C library's, "
+                             "thp = PyTorch's THP_MEM_ALLOC_ENABLE=1; the official code always runs with defaults")
     parser.add_argument("--skip-codec", action="store_true", help="no compress/decompress (coder not built)")
-    parser.add_argument("--rss-probe", choices=["ours", "official"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["timing", "rss"], help=argparse.SUPPRESS)
     parser.add_argument("-o", "--output", default="vs_official.json")
     args = parser.parse_args()
     if args.official is None:
         parser.error("give --official PATH, a checkout of github.com/lyq133/LIC-HPCM (this repository does not "
                      "include the official code; see the docstring for building its entropy coder)")
-    torch.set_num_threads(args.threads)
-    if args.rss_probe:
-        return rss_probe(args)
-    official = official_model(args.official, seed=0)
-    ours = load_official(official.state_dict(), "base")
-
-    crops = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(1))
-    image = torch.rand(1, 3, *args.eval_size, generator=torch.Generator().manual_seed(2))
-    cases = {
-        "training_step": (lambda: training_step(ours, crops, True), lambda: training_step(official, crops, False)),
-        "eval_forward": (lambda: eval_forward(ours, image), lambda: eval_forward(official, image)),
-    }
-    bytes_written = {}
-    if not args.skip_codec:
-        ours.eval(), official.eval()
-        with torch.no_grad():
-            data = codec.encode(ours, image[0])
-            packed = official.compress(image)
-        bytes_written = {"ours": codec.coded_bytes(data),
-                         "official": sum(len(s) for s in packed["strings"])}  # [y_string, z_string]
-
-        def ours_compress():
-            with torch.no_grad():
-                codec.encode(ours, image[0])
-
-        def official_compress():
-            with torch.no_grad():
-                official.compress(image)
-
-        def ours_decompress():
-            with torch.no_grad():
-                codec.decode_tensor(data, ours)
-
-        def official_decompress():
-            with torch.no_grad():
-                official.decompress(packed["strings"], packed["shape"])
-
-        cases["compress"] = (ours_compress, official_compress)
-        cases["decompress"] = (ours_decompress, official_decompress)
-
+    if args.worker:
+        return worker(args)
+    workers = {who: Worker(who, args) for who in ("ours", "official")}
     payload = {"benchmark": "vs_official", "provenance": provenance(),
                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "bytes": bytes_written, "results": {}}
-    for name, (ours_fn, official_fn) in cases.items():
-        ours_fn(), official_fn()  # warm-up
+               "bytes": {who: w.hello["bytes"] for who, w in workers.items()}, "results": {}}
+    for name in workers["ours"].hello["cases"]:
+        for w in workers.values():
+            w.time(name)  # warm-up
         times = {"ours": [], "official": []}
         for r in range(args.repeats):
-            order = [("ours", ours_fn), ("official", official_fn)]
-            for who, fn in order if r % 2 == 0 else order[::-1]:
-                times[who].append(time_call(fn, torch.device("cpu"), repeats=1, warmup=0)[0])
+            order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
+            for who in order:
+                times[who].append(workers[who].time(name))
         ratios = [a / b for a, b in zip(times["ours"], times["official"])]
         payload["results"][name] = {"ours_s": statistics.median(times["ours"]),
                                     "official_s": statistics.median(times["official"]),
@@ -169,9 +224,11 @@ def main() -> None:
         write_json(args.output, payload)
         print(f"{name:14s} ours {payload['results'][name]['ours_s']:.3f} s  official "
               f"{payload['results'][name]['official_s']:.3f} s  ratio {statistics.median(ratios):.2f}", flush=True)
+    for w in workers.values():
+        w.close()
     payload["peak_rss_mib"] = {who: peak_rss_mib(who, args) for who in ("ours", "official")}
     write_json(args.output, payload)
-    print(f"bytes {bytes_written}; peak RSS of three training steps (MiB) {payload['peak_rss_mib']}")
+    print(f"bytes {payload['bytes']}; peak RSS of three training steps (MiB) {payload['peak_rss_mib']}")
 
 
 if __name__ == "__main__":
