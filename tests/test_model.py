@@ -139,3 +139,56 @@ def test_residual_blocks_in_place_activation_gives_the_out_of_place_values_and_g
         out = block(x)
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         assert torch.equal(out, reference) and torch.equal(grad, ref_grad)
+
+
+def _input_layouts(model: HPCM, x: torch.Tensor) -> dict[str, bool]:
+    """Run model(x); per image transform, whether its input was NHWC (channels-last)."""
+    seen = {}
+
+    def record(name):
+        def hook(module, args):
+            seen[name] = args[0].is_contiguous(memory_format=torch.channels_last)
+        return hook
+
+    hooks = [getattr(model, name).register_forward_pre_hook(record(name)) for name in ("g_a", "g_s")]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def test_cpu_eval_runs_the_image_transforms_in_nhwc_and_training_in_nchw(tiny_model):
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert _input_layouts(tiny_model, x) == {"g_a": True, "g_s": True}
+    tiny_model.train()
+    try:
+        assert _input_layouts(tiny_model, x) == {"g_a": False, "g_s": False}
+    finally:
+        tiny_model.eval()
+
+
+def test_nhwc_transforms_give_the_nchw_values_within_float_rounding(tiny_model):
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y_nchw = tiny_model.g_a(x)
+        y = tiny_model._transform(tiny_model.g_a, x)
+        x_hat_nchw = tiny_model.g_s(y_nchw)
+        x_hat = tiny_model._transform(tiny_model.g_s, y_nchw)
+    assert y.is_contiguous() and x_hat.is_contiguous()  # handed on in the layout they came in
+    torch.testing.assert_close(y, y_nchw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_hat, x_hat_nchw, rtol=1e-5, atol=1e-5)
+
+
+def test_the_state_after_the_last_step_is_not_computed(tiny_model):
+    calls = []
+    hooks = [cell.register_forward_hook(lambda *_: calls.append(1)) for cell in tiny_model.context.attention.values()]
+    try:
+        with torch.no_grad():
+            tiny_model(torch.rand(1, 3, 64, 64))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == sum(step.context is not None for step in STEPS) - 1
