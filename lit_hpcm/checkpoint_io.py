@@ -14,7 +14,8 @@ next save of the same name overwrites it. Lightning's ``--ckpt_path last`` ignor
 ``last*.ckpt`` names count).
 
 :class:`AtomicCheckpointIO` is the Lightning plugin (the ``lit-hpcm`` CLI adds it unless a config names
-another ``CheckpointIO``). It also turns an unreadable checkpoint into a :class:`CheckpointError` that
+another ``CheckpointIO``); it lives in ``lit_hpcm.atomic_checkpoint_io`` and is importable from here too, loading
+Lightning only when it is asked for (`lit-hpcm compress` reads checkpoints without Lightning). It also turns an unreadable checkpoint into a :class:`CheckpointError` that
 names the file and says what is wrong, instead of a deep unpickling traceback; :func:`read_checkpoint`
 does the same for ``lit_hpcm.checkpoints``.
 """
@@ -23,11 +24,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -106,31 +105,10 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) 
     return path
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that saves local files with :func:`write_atomically` and names bad files.
+def __getattr__(name: str):
+    """The Lightning plugin's names, loaded (with Lightning) on first use."""
+    if name in ("AtomicCheckpointIO", "with_atomic_checkpoints"):
+        from . import atomic_checkpoint_io
 
-    Remote paths (``s3://`` and the like) go through Lightning's own writer: object stores publish an
-    upload only once it is complete.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        write_atomically(path, lambda handle: torch.save(checkpoint, handle))
-        return None
-
-    def load_checkpoint(self, path, map_location: Optional[Callable] = lambda storage, loc: storage, **kwargs):
-        if _is_local_file_protocol(path) and not Path(path).is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            return super().load_checkpoint(path, map_location=map_location, **kwargs)
-        except Exception as err:  # torch.load raises many types for corrupt, truncated or foreign files
-            raise unreadable_checkpoint(path, err) from None
-
-
-def with_atomic_checkpoints(plugins) -> list:
-    """Trainer ``plugins`` plus an :class:`AtomicCheckpointIO`, unless they already hold a ``CheckpointIO``."""
-    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-    if any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-        return plugins
-    return [*plugins, AtomicCheckpointIO()]
+        return getattr(atomic_checkpoint_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

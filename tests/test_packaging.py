@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,34 @@ def test_building_the_command_line_loads_neither_torch_nor_lightning(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_codec_commands_load_neither_lightning_nor_wandb_nor_matplotlib(tmp_path):
+    """`lit-hpcm compress` / `decompress` read a checkpoint without Lightning (its plugin loads on first use)."""
+    import torch
+    from PIL import Image
+
+    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.models import HPCM
+
+    torch.manual_seed(0)
+    weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
+    Image.new("RGB", (40, 30), (200, 40, 90)).save(tmp_path / "in.png")
+    script = ("import sys\nfrom lit_hpcm.cli import main\n"
+              f"main(['compress', 'in.png', '-o', 'in.hpcm', '--ckpt', {str(weights)!r}])\n"
+              f"main(['decompress', 'in.hpcm', '-o', 'out.png', '--ckpt', {str(weights)!r}])\n"
+              "print(sorted(m for m in ('lightning', 'wandb', 'matplotlib') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.png").is_file()
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_checkpoint_plugin_is_still_importable_from_checkpoint_io():
+    from lit_hpcm import atomic_checkpoint_io, checkpoint_io
+    from lit_hpcm.checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
+
+    assert AtomicCheckpointIO is atomic_checkpoint_io.AtomicCheckpointIO
+    assert with_atomic_checkpoints is atomic_checkpoint_io.with_atomic_checkpoints
+    with pytest.raises(AttributeError):
+        checkpoint_io.no_such_name

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from ..checkpoint_io import CheckpointError, read_checkpoint, with_atomic_checkpoints
+from ..atomic_checkpoint_io import with_atomic_checkpoints
+from ..checkpoint_io import CheckpointError, read_checkpoint
 from ..errors import ConfigError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
