@@ -109,6 +109,17 @@ def test_cdf_tables_survive_state_dict_round_trip(tiny_model):
                        tiny_model.decompress(encoded["strings"], encoded["shape"])["x_hat"])
 
 
+def test_cdf_tables_are_resized_on_load_inside_another_module_too(tiny_model):
+    """The resizing lives in the entropy model, so a model loaded as part of a larger one (a LightningModule's
+    state dict) gets the loaded tables, not an error about their sizes."""
+    fresh = torch.nn.ModuleDict({"model": HPCM("tiny")})
+    fresh.load_state_dict({f"model.{k}": v for k, v in tiny_model.state_dict().items()})
+    for name in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table"):
+        assert torch.equal(getattr(fresh["model"].y_entropy, name), getattr(tiny_model.y_entropy, name))
+        assert torch.equal(getattr(fresh["model"].hyperprior.entropy, name),
+                           getattr(tiny_model.hyperprior.entropy, name))
+
+
 def test_compress_without_update_is_a_clear_error():
     model = HPCM("tiny").eval()
     with pytest.raises(ValueError, match="update"):

@@ -51,25 +51,51 @@ def test_building_the_command_line_loads_neither_torch_nor_lightning(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
-def test_the_codec_commands_load_neither_lightning_nor_wandb_nor_matplotlib(tmp_path):
-    """`lit-hpcm compress` / `decompress` read a checkpoint without Lightning (its plugin loads on first use)."""
+HEAVY_MODULES = ("lightning", "wandb", "matplotlib", "torch_geometric", "torchvision", "pandas", "compressai.zoo",
+                 "compressai.models")
+
+
+def test_the_codec_commands_load_only_what_coding_needs_and_write_the_same_bytes(tmp_path):
+    """`lit-hpcm compress` / `decompress` load CompressAI's coding core only (`compressai_core`) and no Lightning
+    (its checkpoint plugin loads on first use); the file equals the one the fully imported library writes."""
     import torch
     from PIL import Image
 
-    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm import codec
+    from lit_hpcm.checkpoints import load_model, save_weights
+    from lit_hpcm.images import open_image
     from lit_hpcm.models import HPCM
 
     torch.manual_seed(0)
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
-    Image.new("RGB", (40, 30), (200, 40, 90)).save(tmp_path / "in.png")
+    Image.effect_mandelbrot((40, 30), (-2, -1, 1, 1), 60).convert("RGB").save(tmp_path / "in.png")
     script = ("import sys\nfrom lit_hpcm.cli import main\n"
               f"main(['compress', 'in.png', '-o', 'in.hpcm', '--ckpt', {str(weights)!r}])\n"
               f"main(['decompress', 'in.hpcm', '-o', 'out.png', '--ckpt', {str(weights)!r}])\n"
-              "print(sorted(m for m in ('lightning', 'wandb', 'matplotlib') if m in sys.modules))\n")
+              f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out.png").is_file()
     assert done.stdout.strip().splitlines()[-1] == "[]"
+    expected = codec.encode(load_model(weights, None, torch.device("cpu")), open_image(tmp_path / "in.png"))
+    assert (tmp_path / "in.hpcm").read_bytes() == expected
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_the_coding_core_loads_other_compressai_parts_on_first_use_and_leaves_an_imported_one_alone():
+    script = ("from lit_hpcm.compressai_core import load_coding_core\nload_coding_core()\n"
+              "import compressai\nfrom compressai.entropy_models import GaussianConditional\n"
+              "print(compressai.get_entropy_coder(), compressai.typing.__name__)\n"
+              "try:\n    compressai.no_such_part\nexcept AttributeError as err:\n    print('AttributeError')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ans", "compressai.typing", "AttributeError"]
+
+    import compressai
+
+    from lit_hpcm.compressai_core import load_coding_core
+
+    load_coding_core()
+    assert sys.modules["compressai"] is compressai
 
 
 def test_the_checkpoint_plugin_is_still_importable_from_checkpoint_io():

@@ -13,6 +13,9 @@ import scipy.stats
 import torch
 from compressai.entropy_models import GaussianConditional
 
+# Buffers whose size is set by update(): the quantized CDFs, their offsets and lengths, and the scale table.
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
 # Official HPCM coding table: 60 log-spaced scales in [0.12, 64].
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.12, 64.0, 60
 
@@ -64,6 +67,15 @@ class GeneralizedGaussianConditional(GaussianConditional):
     ):
         super().__init__(scale_table, scale_bound=scale_bound, tail_mass=tail_mass, likelihood_bound=likelihood_bound)
         self.register_buffer("beta", torch.tensor([float(beta)]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Take the CDF tables' sizes from `state_dict`: they depend on the scale table `update()` was given, so a
+        fresh model's (empty) tables are resized to the loaded ones, as CompressAI's `CompressionModel` does."""
+        for name in CDF_BUFFERS:
+            loaded = state_dict.get(prefix + name)
+            if isinstance(loaded, torch.Tensor) and loaded.shape != self._buffers[name].shape:
+                self._buffers[name] = self._buffers[name].new_empty(loaded.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _standardized_cumulative(self, inputs: torch.Tensor) -> torch.Tensor:
         return _StandardGeneralizedGaussianCDF.apply(inputs, self.beta.to(inputs))

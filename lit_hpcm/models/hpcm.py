@@ -17,7 +17,6 @@ import zlib
 
 import torch
 import torch.nn.functional as F
-from compressai.models import CompressionModel
 from torch import nn
 
 from .coders import LatentDecoder, LatentEncoder, LatentQuantizer
@@ -89,7 +88,7 @@ def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + size[0], left : left + size[1]]
 
 
-class HPCM(CompressionModel):
+class HPCM(nn.Module):
     """The HPCM codec. `HPCM(preset="base" | "large" | "tiny", **overrides)`.
 
     forward(x) -> {"x_hat": [B,3,H,W], "likelihoods": {"y": [B,M,h,w], "z": [B,N,h/4,w/4]},
