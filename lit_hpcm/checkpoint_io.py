@@ -14,10 +14,11 @@ next save of the same name overwrites it. Lightning's ``--ckpt_path last`` ignor
 ``last*.ckpt`` names count).
 
 :class:`AtomicCheckpointIO` is the Lightning plugin (the ``lit-hpcm`` CLI adds it unless a config names
-another ``CheckpointIO``); it lives in ``lit_hpcm.atomic_checkpoint_io`` and is importable from here too, loading
-Lightning only when it is asked for (`lit-hpcm compress` reads checkpoints without Lightning). It also turns an unreadable checkpoint into a :class:`CheckpointError` that
+another ``CheckpointIO``). It also turns an unreadable checkpoint into a :class:`CheckpointError` that
 names the file and says what is wrong, instead of a deep unpickling traceback; :func:`read_checkpoint`
-does the same for ``lit_hpcm.checkpoints``.
+does the same for ``lit_hpcm.checkpoints``. The plugin lives in ``lit_hpcm.atomic_checkpoint_io`` and is
+importable from here too, loading Lightning only when asked for: `lit-hpcm compress` reads checkpoints
+without Lightning.
 """
 
 from __future__ import annotations
