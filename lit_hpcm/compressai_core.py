@@ -1,20 +1,20 @@
-"""CompressAI's coding core alone, for processes that only code images (`lit-hpcm compress` / `decompress`).
+"""CompressAI's coding core alone, unless the rest of CompressAI is used: what `lit-hpcm` processes import.
 
 Importing anything from CompressAI runs its package `__init__`, which imports every subpackage: datasets, zoo,
 losses and registries that pull in torch_geometric, torchvision, pandas and sympy (about 2.4 s and 285 MiB on the
-project's CPU machine, docs/PERFORMANCE.md). Coding needs only `compressai.entropy_models`, `compressai.ops`,
+project's CPU machine, docs/PERFORMANCE.md). lit-hpcm needs only `compressai.entropy_models`, `compressai.ops`,
 `compressai._CXX` and `compressai.ans`, none of which imports those.
 
-`load_coding_core()` registers the `compressai` package without running its `__init__`: submodules still import
-from the installed package's folder, the two functions of the package that the entropy models call are provided
-(the rANS coder is the only one CompressAI ships), and any other subpackage loads on first attribute access. It
-changes nothing when CompressAI is already imported, and is meant for the command-line codec processes only: a
-program that also uses the rest of CompressAI should import it normally.
+`load_coding_core()` registers the `compressai` package without running its `__init__`: its submodules import from
+the installed package's folder as usual, and the two package functions the entropy models call are provided (the
+rANS coder is the only one CompressAI ships). The first time anything else is asked of the package (another
+attribute, such as `compressai.set_entropy_coder` or `compressai.__version__`), its real `__init__` runs, so code
+that uses the rest of CompressAI in the same process sees the real package, only later. Nothing changes when
+CompressAI is already imported.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 
@@ -22,11 +22,12 @@ PACKAGE = "compressai"
 ENTROPY_CODER = "ans"
 
 
-def _subpackage_on_first_use(name: str):
-    try:
-        return importlib.import_module(f"{PACKAGE}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}") from None
+def _initialise_fully(name: str):
+    """Module `__getattr__` of the core-only package: run CompressAI's own `__init__`, then answer."""
+    package = sys.modules[PACKAGE]
+    del package.__getattr__  # from here on attribute look-ups are the real package's
+    package.__spec__.loader.exec_module(package)
+    return getattr(package, name)
 
 
 def load_coding_core() -> None:
@@ -36,5 +37,5 @@ def load_coding_core() -> None:
     package = importlib.util.module_from_spec(importlib.util.find_spec(PACKAGE))
     package.available_entropy_coders = lambda: [ENTROPY_CODER]
     package.get_entropy_coder = lambda: ENTROPY_CODER
-    package.__getattr__ = _subpackage_on_first_use
+    package.__getattr__ = _initialise_fully
     sys.modules[PACKAGE] = package

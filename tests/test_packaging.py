@@ -56,8 +56,9 @@ HEAVY_MODULES = ("lightning", "wandb", "matplotlib", "torch_geometric", "torchvi
 
 
 def test_the_codec_commands_load_only_what_coding_needs_and_write_the_same_bytes(tmp_path):
-    """`lit-hpcm compress` / `decompress` load CompressAI's coding core only (`compressai_core`) and no Lightning
-    (its checkpoint plugin loads on first use); the file equals the one the fully imported library writes."""
+    """`lit-hpcm compress` / `decompress` load CompressAI's coding core only (`compressai_core`, which every `lit-hpcm`
+    process registers) and no Lightning (its checkpoint plugin loads on first use); the file equals the one the fully
+    imported library writes."""
     import torch
     from PIL import Image
 
@@ -81,14 +82,16 @@ def test_the_codec_commands_load_only_what_coding_needs_and_write_the_same_bytes
     assert (tmp_path / "out.png").is_file()
 
 
-def test_the_coding_core_loads_other_compressai_parts_on_first_use_and_leaves_an_imported_one_alone():
-    script = ("from lit_hpcm.compressai_core import load_coding_core\nload_coding_core()\n"
+def test_the_coding_core_becomes_the_whole_package_when_more_is_asked_and_leaves_an_imported_one_alone():
+    script = ("import sys\nfrom lit_hpcm.compressai_core import load_coding_core\nload_coding_core()\n"
               "import compressai\nfrom compressai.entropy_models import GaussianConditional\n"
-              "print(compressai.get_entropy_coder(), compressai.typing.__name__)\n"
-              "try:\n    compressai.no_such_part\nexcept AttributeError as err:\n    print('AttributeError')\n")
+              "print(compressai.get_entropy_coder(), 'torch_geometric' in sys.modules)\n"
+              "compressai.set_entropy_coder('ans')\n"  # not in the core: CompressAI's own __init__ runs now
+              "print(compressai.get_entropy_coder(), 'torch_geometric' in sys.modules, compressai.zoo.__name__)\n"
+              "try:\n    compressai.no_such_part\nexcept AttributeError:\n    print('AttributeError')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ans", "compressai.typing", "AttributeError"]
+    assert done.stdout.split() == ["ans", "False", "ans", "True", "compressai.zoo", "AttributeError"]
 
     import compressai
 

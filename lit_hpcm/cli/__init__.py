@@ -35,9 +35,11 @@ def _tools_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..compressai_core import load_coding_core
     from ..cpu_allocator import keep_freed_memory
 
     keep_freed_memory()
+    load_coding_core()  # before anything imports CompressAI
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from .lightning import run_lightning

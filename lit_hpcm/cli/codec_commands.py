@@ -44,9 +44,6 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 @reporting_errors("compress")
 def run_compress(args: argparse.Namespace) -> int:
-    from ..compressai_core import load_coding_core
-
-    load_coding_core()  # before anything imports CompressAI
     from .. import codec
     from ..checkpoint_io import write_atomically
     from ..checkpoints import load_model
@@ -62,9 +59,6 @@ def run_compress(args: argparse.Namespace) -> int:
 
 @reporting_errors("decompress")
 def run_decompress(args: argparse.Namespace) -> int:
-    from ..compressai_core import load_coding_core
-
-    load_coding_core()  # before anything imports CompressAI
     from .. import codec
     from ..checkpoints import load_model
     from ..images import save_image
