@@ -10,10 +10,10 @@ Each implementation runs in its own worker process, set up as its users run it: 
 setting that `lit-hpcm` applies at start (`lit_hpcm.cpu_allocator`; ``--allocator`` picks another for a comparison),
 the official one with the C library's defaults. Every process imports CompressAI's coding core only, as `lit-hpcm`
 does (`lit_hpcm.compressai_core`; the official worker imports it too, with lit-hpcm's scale table and weight
-importer). The parent asks them in turn, alternating who goes first, so both see the same machine load. Measured per pair: the training step (train-mode forward, R-D loss, backward) on a batch
-of crops, the eval forward, `compress` and `decompress` of one image; medians and the per-pair ratio ours/official
-(below 1: ours is faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training
-steps. Weights: the official model's seeded random initialisation, imported into ours with
+importer). The parent asks them in turn, alternating who goes first, so both see the same machine load.
+Measured per pair: the training step (train-mode forward, R-D loss, backward) on a batch of crops, the eval
+forward, `compress` and `decompress` of one image; medians and the per-pair ratio ours/official (below 1: ours is
+faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training steps. Weights: the official model's seeded random initialisation, imported into ours with
 `lit_hpcm.official.load_official`.
 
     python benchmarks/vs_official.py --official ~/LIC-HPCM -o benchmarks/results/vs_official.json

@@ -70,7 +70,6 @@ class ProgressiveContext(nn.Module):
         state = hyper_s1
         y_hat = None
         previous = None
-        last = STEPS[-1]
         for step in STEPS:
             if previous is not None and step.scale != previous:
                 place = _placer(layout, previous)
@@ -83,7 +82,7 @@ class ProgressiveContext(nn.Module):
             else:
                 features = self.adaptors[step.context](torch.cat((state, y_hat), dim=1))
                 prediction = self.priors[PRIOR_OF_SCALE[step.scale]](features, self.multipliers[step.context])
-                if step is not last:  # nothing reads the state after the last step
+                if step is not STEPS[-1]:  # nothing reads the state after the last step
                     state = self.attention[step.scale](prediction, state)
             scales, means = prediction.chunk(2, dim=1)
             step_hat = coder.code(step, scales, means, layout.parts[step.scale][step.part])
