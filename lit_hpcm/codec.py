@@ -1,23 +1,30 @@
 """Image <-> file bytes on top of `HPCM.compress` / `HPCM.decompress`.
 
-File layout (all integers big-endian)::
+File layout, format version 2 (all integers big-endian)::
 
     magic "HPCM" | u8 format version | u8 len + preset name | u32 width | u32 height
     | u8 len + original PIL mode | u8 device kind (0 cpu, 1 cuda) | u32 model fingerprint
+    | u32 CRC-32 of the y symbols | u16 encoder threads (0 on cuda) | u8 len + encoder arithmetic
     | u32 payload length | payload | u32 CRC-32 of every byte before it
 
     payload = u32 len + z string | y string
 
-The fingerprint (CRC-32 of the model's parameters) and the device kind guard against the silent
-failure of learned codecs: a stream decoded by different weights, or on a device whose float
-arithmetic differs from the encoder's, decodes without error into a wrong image. Such files are
-refused with a message instead. Every malformed input raises `ValueError`.
+Learned codecs fail silently: a stream decoded by different weights, or with float arithmetic other than
+the encoder's, decodes without error into a wrong image. The fingerprint (CRC-32 of the model's
+parameters) and the device kind refuse the first and the coarsest case of the second up front. Finer
+differences of arithmetic (another CPU vector ISA, another intra-op thread count, another GPU) show only
+while decoding, so the file also carries a CRC-32 of the y symbols the encoder coded: a decoder that ends
+with other symbols refuses the file, naming both arithmetics ("encoder arithmetic" is a description, e.g.
+"cpu AVX512, torch 2.14.1"). On the CPU a decoder runs with the encoder's thread count, since oneDNN's
+kernels (and their float sums) depend on it. Version 1 files (no symbol CRC, threads or arithmetic) still
+decode, unchecked. Every malformed input raises `ValueError`.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +34,9 @@ from .images import image_to_tensor, tensor_to_image
 from .models import HPCM
 
 MAGIC = b"HPCM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_THREADS = 4096  # a larger thread count in a header is damage, not a machine
 DEVICE_KINDS = ("cpu", "cuda")
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -42,6 +51,9 @@ class Header:
     mode: str
     device: str
     fingerprint: int
+    symbol_crc: int | None = None  # None in version 1 files: nothing to check the decode against
+    threads: int | None = None  # the encoder's intra-op threads (CPU files of version 2)
+    arithmetic: str | None = None  # where the encoder computed, for messages: "cpu AVX512, torch 2.14.1"
 
 
 def _device_of(model: HPCM) -> str:
@@ -49,6 +61,31 @@ def _device_of(model: HPCM) -> str:
     if kind not in DEVICE_KINDS:
         raise ValueError(f"the image codec runs on {DEVICE_KINDS}, not on {kind!r}")
     return kind
+
+
+def arithmetic_of(model: HPCM) -> str:
+    """Where `model` computes, as a file records it: the CPU's vector ISA or the GPU's name, and the torch version
+    (its oneDNN or cuDNN kernels decide the float sums)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        where = f"cuda {torch.cuda.get_device_name(device)}"
+    else:
+        where = f"cpu {torch.backends.cpu.get_cpu_capability()}"
+    return f"{where}, torch {torch.__version__}".encode("ascii", "replace")[:255].decode("ascii")
+
+
+@contextmanager
+def _intra_op_threads(count: int | None):
+    """Run the block with `count` intra-op threads (None: as set), restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pack_str(text: str) -> bytes:
@@ -67,6 +104,7 @@ def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
     device = _device_of(model)
     encoded = model.compress(x.unsqueeze(0).to(next(model.parameters()).device))  # cuda:N, not just "cuda"
     (y_string,), (z_string,) = encoded["strings"]
+    threads = torch.get_num_threads() if device == "cpu" else 0
     payload = struct.pack(">I", len(z_string)) + z_string + y_string
     height, width = x.shape[1:]
     header = (
@@ -76,6 +114,8 @@ def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
         + struct.pack(">II", width, height)
         + _pack_str(mode)
         + struct.pack(">BI", DEVICE_KINDS.index(device), model.fingerprint())
+        + struct.pack(">IH", encoded["symbol_crc"][0], threads)
+        + _pack_str(arithmetic_of(model))
         + struct.pack(">I", len(payload))
     )
     body = header + payload
@@ -118,22 +158,29 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
     reader = _Reader(data[:-4])
     reader.take(len(MAGIC), "magic")  # checked above
     (version,) = reader.unpack(">B", "format version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"HPCM file format version {version} is not supported (this build reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"HPCM file format version {version} is not supported (this build reads {READABLE_VERSIONS})")
     preset = reader.text("preset")
     width, height = reader.unpack(">II", "image size")
     mode = reader.text("image mode")
     device_code, fingerprint = reader.unpack(">BI", "device and fingerprint")
+    symbol_crc = threads = arithmetic = None
+    if version >= 2:
+        symbol_crc, threads = reader.unpack(">IH", "symbol CRC and threads")
+        arithmetic = reader.text("encoder arithmetic")
     (length,) = reader.unpack(">I", "payload length")
     payload = reader.take(length, "payload")
     if reader.pos != len(reader.data):
         raise ValueError(f"corrupt HPCM file: {len(reader.data) - reader.pos} unexpected bytes after the payload")
     if device_code >= len(DEVICE_KINDS) or width < 1 or height < 1 or width * height > 1 << 28:
         raise ValueError("corrupt HPCM file: impossible header values")
+    device = DEVICE_KINDS[device_code]
+    if threads is not None and (threads > MAX_THREADS or (threads == 0) != (device == "cuda")):
+        raise ValueError("corrupt HPCM file: impossible thread count")
     (z_length,) = struct.unpack(">I", payload[:4]) if len(payload) >= 4 else (None,)
     if z_length is None or z_length > len(payload) - 4:
         raise ValueError("corrupt HPCM file: bad z-string length")
-    header = Header(preset, width, height, mode, DEVICE_KINDS[device_code], fingerprint)
+    header = Header(preset, width, height, mode, device, fingerprint, symbol_crc, threads, arithmetic)
     return header, payload[4 : 4 + z_length], payload[4 + z_length :]
 
 
@@ -145,7 +192,11 @@ def coded_bytes(data: bytes) -> int:
 
 
 def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
-    """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly."""
+    """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly.
+
+    A CPU file of version 2 is decoded with the encoder's intra-op thread count (`torch.set_num_threads` is
+    process-wide: set for the decode and restored after it), then its symbols are checked against the file's.
+    """
     header, z_string, y_string = read_header(data)
     if header.preset != model.preset:
         raise ValueError(f"file was encoded with preset {header.preset!r}; this model is {model.preset!r}")
@@ -157,7 +208,16 @@ def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
             f"file was encoded on {header.device} and this model runs on {device}: learned entropy coding "
             "is only exact on the same kind of device; decode it there"
         )
-    decoded = model.decompress([[y_string], [z_string]], (header.height, header.width))
+    with _intra_op_threads(header.threads if device == "cpu" else None):
+        decoded = model.decompress([[y_string], [z_string]], (header.height, header.width))
+    if header.symbol_crc is not None and decoded["symbol_crc"][0] != header.symbol_crc:
+        here = arithmetic_of(model) + (f", {header.threads} threads" if device == "cpu" else "")
+        there = header.arithmetic + (f", {header.threads} threads" if device == "cpu" else "")
+        raise ValueError(
+            f"file decodes to other symbols than were encoded (symbol CRC mismatch): it was encoded with {there} "
+            f"and decoded with {here}; learned entropy coding is exact only with the encoder's float arithmetic, "
+            "so decode it on a machine like the encoder's"
+        )
     return decoded["x_hat"][0], header
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -48,12 +51,73 @@ def test_other_weights_and_other_presets_are_refused(tiny_model):
     other.update()
     with pytest.raises(ValueError, match="different model weights"):
         codec.decode(data, other)
-    import struct
-    import zlib
-
     forged = data[:-4].replace(b"\x04tiny", b"\x04base", 1)
     with pytest.raises(ValueError, match="preset"):
         codec.decode(forged + struct.pack(">I", zlib.crc32(forged)), tiny_model)
+
+
+def _repacked(data: bytes, version: int, threads: int | None = None) -> bytes:
+    """The file `data` written again as format `version` (1: without symbol CRC, threads and arithmetic), its
+    thread count replaced by `threads` if given; the layout spelled out here independently of the codec."""
+    header, z_string, y_string = codec.read_header(data)
+    text = lambda s: bytes([len(s)]) + s.encode()  # noqa: E731
+    payload = struct.pack(">I", len(z_string)) + z_string + y_string
+    body = b"HPCM" + bytes([version]) + text(header.preset) + struct.pack(">II", header.width, header.height)
+    body += text(header.mode) + struct.pack(">BI", 0, header.fingerprint)
+    if version >= 2:
+        body += struct.pack(">IH", header.symbol_crc, header.threads if threads is None else threads)
+        body += text(header.arithmetic)
+    body += struct.pack(">I", len(payload)) + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_a_cpu_file_decodes_with_the_encoders_thread_count(tiny_model, monkeypatch):
+    """oneDNN's float sums depend on the thread count: the decoder adopts the encoder's, then restores its own."""
+    own = torch.get_num_threads()
+    x = torch.rand(3, 40, 40)
+    torch.set_num_threads(1)
+    try:
+        data = codec.encode(tiny_model, x)
+    finally:
+        torch.set_num_threads(own)
+    header, _, _ = codec.read_header(data)
+    assert header.threads == 1 and header.arithmetic.startswith(f"cpu {torch.backends.cpu.get_cpu_capability()}")
+    assert _repacked(data, 2) == data  # the test's statement of the layout is the codec's
+    decompress = tiny_model.decompress
+    threads_seen = []
+    record = lambda *args: threads_seen.append(torch.get_num_threads()) or decompress(*args)  # noqa: E731
+    monkeypatch.setattr(tiny_model, "decompress", record)
+    torch.set_num_threads(2)
+    try:
+        decoded, _ = codec.decode_tensor(data, tiny_model)
+        assert threads_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(own)
+    with torch.no_grad():
+        assert torch.equal(decoded, tiny_model(x[None])["x_hat"][0].clamp(0, 1))
+
+
+def test_a_decode_that_drifts_to_other_symbols_is_refused(tiny_model, monkeypatch):
+    """What other float arithmetic does to a learned entropy coder (a scale in another CDF bucket), simulated by
+    shifting every CDF index in the decoder: the rANS stream decodes without error, the symbol CRC refuses it."""
+    data = codec.encode(tiny_model, torch.rand(3, 40, 40))
+    build_indexes = tiny_model.y_entropy.build_indexes
+    monkeypatch.setattr(tiny_model.y_entropy, "build_indexes", lambda scales: (build_indexes(scales) + 7) % 60)
+    with pytest.raises(ValueError, match=r"symbol CRC mismatch\): it was encoded with cpu .*, torch .* threads"):
+        codec.decode_tensor(data, tiny_model)
+
+
+def test_version_1_files_still_decode_and_impossible_thread_counts_are_refused(tiny_model):
+    data = codec.encode(tiny_model, torch.rand(3, 24, 32))
+    old = _repacked(data, 1)
+    header, _, _ = codec.read_header(old)
+    assert (header.symbol_crc, header.threads, header.arithmetic) == (None, None, None)
+    assert torch.equal(codec.decode_tensor(old, tiny_model)[0], codec.decode_tensor(data, tiny_model)[0])
+    for threads in (0, codec.MAX_THREADS + 1):
+        with pytest.raises(ValueError, match="impossible thread count"):
+            codec.read_header(_repacked(data, 2, threads))
+    with pytest.raises(ValueError, match=r"version 3 is not supported \(this build reads \(1, 2\)\)"):
+        codec.read_header(b"HPCM\x03" + data[5:-4] + struct.pack(">I", zlib.crc32(b"HPCM\x03" + data[5:-4])))
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,7 @@ def test_decompress_reproduces_the_eval_forward_exactly(tiny_model, size):
     assert len(encoded["strings"]) == 2 and len(encoded["strings"][0]) == 2
     decoded = tiny_model.decompress(encoded["strings"], encoded["shape"])
     assert torch.equal(decoded["x_hat"], expected)
+    assert decoded["symbol_crc"] == encoded["symbol_crc"] and len(encoded["symbol_crc"]) == 2
 
 
 def test_cdf_tables_survive_state_dict_round_trip(tiny_model):

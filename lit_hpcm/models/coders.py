@@ -6,11 +6,16 @@
 - `LatentDecoder` (decompress): reads the symbols back from the rANS stream.
 
 All three return the same y_hat arithmetic, (q + means) · mask, so a decoder rebuilds exactly the
-tensors the encoder saw and the context predictions stay bit-identical.
+tensors the encoder saw and the context predictions stay bit-identical — as long as it computes with the
+encoder's float arithmetic. Where that differs (another CPU vector ISA, another thread count), a scale can
+fall into a neighbouring CDF bucket and the rANS stream decodes, without any error, into other symbols.
+Encoder and decoder therefore both report a CRC-32 of the symbols they coded (`symbol_checksums`), which
+the file format compares.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Callable
 
 import torch
@@ -24,6 +29,15 @@ from .schedule import Step
 def ste_round(x: torch.Tensor) -> torch.Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
     return (torch.round(x) - x).detach() + x
+
+
+def symbol_checksums(symbols: list[torch.Tensor]) -> list[int]:
+    """CRC-32 per image of the coded symbols, steps in schedule order: symbols [B, n_step] int32 each -> B ints.
+
+    Computed on little-endian int32 bytes, so the encoder's and a decoder's values agree on any machine.
+    """
+    stacked = torch.cat(symbols, dim=1).cpu().numpy().astype("<i4")
+    return [zlib.crc32(row.tobytes()) for row in stacked]
 
 
 def _step_cells(layout: LatentLayout, step: Step, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +106,10 @@ class LatentEncoder:
             out.append(encoder.flush())
         return out
 
+    def checksums(self) -> list[int]:
+        """CRC-32 per image of the symbols in the strings (`symbol_checksums`)."""
+        return symbol_checksums(self.symbols)
+
 
 class LatentDecoder:
     """Decompress-side coder: decodes each step's symbols, in schedule order, from one stream per image."""
@@ -105,14 +123,20 @@ class LatentDecoder:
             decoder = RansDecoder()
             decoder.set_stream(string)
             self.decoders.append(decoder)
+        self.symbols: list[torch.Tensor] = []
 
     def code(self, step, scales, means, mask):
         cells = self.layout.cells[step.scale][step.part]
         indexes = self.entropy.build_indexes(_step_cells(self.layout, step, scales)).cpu()
         decoded = [d.decode_stream(idx.tolist(), *self.table) for d, idx in zip(self.decoders, indexes)]
+        self.symbols.append(torch.tensor(decoded, dtype=torch.int32))
         q = torch.zeros_like(means).flatten(1)
-        q[:, cells] = torch.tensor(decoded, dtype=means.dtype).to(means.device)
+        q[:, cells] = self.symbols[-1].to(means.device, means.dtype)
         return (q.view_as(means) + means) * mask
 
     def next_scale(self, upsample) -> None:
         pass
+
+    def checksums(self) -> list[int]:
+        """CRC-32 per image of the decoded symbols: equal to the encoder's exactly when decoding stayed in step."""
+        return symbol_checksums(self.symbols)

@@ -94,8 +94,10 @@ class HPCM(nn.Module):
     forward(x) -> {"x_hat": [B,3,H,W], "likelihoods": {"y": [B,M,h,w], "z": [B,N,h/4,w/4]},
                    "bits": {"z", "s1", "s2", "s3": [B]}}  (bits = −log2 likelihood sums per image;
                    they partition the total exactly: Σ bits = −Σ log2 likelihoods).
-    compress(x) -> {"strings": [y_strings, z_strings], "shape": (H, W)} (one string per image each);
-    decompress(strings, shape) -> {"x_hat": [B,3,H,W] clamped to [0,1]}; both need `update()` first.
+    compress(x) -> {"strings": [y_strings, z_strings], "shape": (H, W), "symbol_crc": [B ints]} (one string per
+                   image each; symbol_crc: CRC-32 of each image's y symbols, `coders.symbol_checksums`);
+    decompress(strings, shape) -> {"x_hat": [B,3,H,W] clamped to [0,1], "symbol_crc": [B ints]}: the symbols it
+                   decoded, equal to the encoder's unless its float arithmetic differs; both need `update()` first.
     """
 
     def __init__(self, preset: str = "base", **overrides):
@@ -201,7 +203,11 @@ class HPCM(nn.Module):
         params = self.h_s(z_hat)
         encoder = LatentEncoder(y, self.layout(y.shape[-2], y.shape[-1], y.device), self.y_entropy)
         self.context(params, encoder.layout, encoder)
-        return {"strings": [encoder.strings(), z_strings], "shape": tuple(x.shape[-2:])}
+        return {
+            "strings": [encoder.strings(), z_strings],
+            "shape": tuple(x.shape[-2:]),
+            "symbol_crc": encoder.checksums(),
+        }
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
@@ -209,8 +215,10 @@ class HPCM(nn.Module):
         z_hat = self.hyperprior.decompress(strings[1], (y_size[0] // 4, y_size[1] // 4))
         params = self.h_s(z_hat)
         layout = self.layout(*y_size, params.device)
-        y_hat = self.context(params, layout, LatentDecoder(strings[0], layout, self.y_entropy))
-        return {"x_hat": crop(self._transform(self.g_s, y_hat), tuple(shape)).clamp_(0, 1)}
+        decoder = LatentDecoder(strings[0], layout, self.y_entropy)
+        y_hat = self.context(params, layout, decoder)
+        x_hat = crop(self._transform(self.g_s, y_hat), tuple(shape)).clamp_(0, 1)
+        return {"x_hat": x_hat, "symbol_crc": decoder.checksums()}
 
     def _latent_size(self, shape: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of y for images of size (H, W): the padded size over g_a's stride 16."""
