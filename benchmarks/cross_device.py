@@ -45,10 +45,11 @@ def own_device_exact(model: HPCM, x: torch.Tensor, data: bytes) -> bool:
     decoded, _ = codec.decode_tensor(data, model)
     with torch.no_grad():
         reference = model(x.unsqueeze(0).to(next(model.parameters()).device))["x_hat"][0].clamp(0, 1)
-    return torch.equal(_8bit(decoded), _8bit(reference))
+    return torch.equal(to_8bit(decoded), to_8bit(reference))
 
 
-def _8bit(x: torch.Tensor) -> torch.Tensor:
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] in [0, 1] -> uint8, rounded as a saved PNG is."""
     return (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -66,8 +67,8 @@ def cross(models_: dict[str, HPCM], source: str, target: str, x: torch.Tensor, d
     except Exception as error:  # a garbled stream may also fail loudly inside the entropy decoder
         row["bare_decode"] = f"{type(error).__name__}: {error}"[:300]
         return row
-    differs = (_8bit(bare) != _8bit(right)).float().mean().item()
-    mse = torch.mean((_8bit(bare).float() - _8bit(right).float()) ** 2).item()
+    differs = (to_8bit(bare) != to_8bit(right)).float().mean().item()
+    mse = torch.mean((to_8bit(bare).float() - to_8bit(right).float()) ** 2).item()
     row["bare_decode_pixels_differ"] = differs
     row["bare_decode_psnr_vs_right_db"] = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
     return row

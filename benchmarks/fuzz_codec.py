@@ -12,8 +12,9 @@ drawn from a generator seeded by (--seed, campaign, i), so any input can be rebu
   every input is a ``ValueError`` within --deadline seconds, or decodes to exactly the original image.
 - ``resealed`` (--resealed): the entropy-coded payload is damaged (bytes flipped, z or y string cut or
   extended) and the length fields and CRC are rewritten to match, as a forger would: these reach the
-  rANS decoder. A CRC cannot stop a deliberate forgery, so such a file may decode to another image;
-  what this campaign checks is that the decoder survives garbage: no crash, no hang.
+  rANS decoder. What this campaign checks is that the decoder survives garbage: no crash, no hang. Since
+  format version 2 the file's CRC of the y symbols refuses most of them after decoding; a forger who
+  also recomputes that CRC (which takes the weights) still gets another image.
 
 Each input is decoded in a worker process. A worker that dies (native crash) is counted as a crash
 and restarted; one that does not answer within --hang-timeout seconds is a hang, killed and
@@ -150,13 +151,13 @@ def damaged(original: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 def _payload_bounds(original: bytes) -> tuple[int, int]:
-    """(offset of the u32 payload length, offset of the payload) in ``original`` (format version 1)."""
-    pos = 5
-    pos += 1 + original[pos]  # preset
-    pos += 8  # width, height
-    pos += 1 + original[pos]  # mode
-    pos += 5  # device kind, fingerprint
-    return pos, pos + 4
+    """(offset of the u32 payload length, offset of the payload) in ``original``: the payload (z length, z, y)
+    ends just before the file's CRC, whatever the header in front of it holds."""
+    from lit_hpcm import codec
+
+    _, z_string, y_string = codec.read_header(original)
+    payload_at = len(original) - 4 - (4 + len(z_string) + len(y_string))
+    return payload_at - 4, payload_at
 
 
 def resealed(original: bytes, rng: random.Random) -> tuple[str, bytes]:
