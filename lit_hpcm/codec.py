@@ -186,7 +186,7 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
 
 def coded_bytes(data: bytes) -> int:
     """Bytes of the entropy-coded strings (z and y) in a file: what CompressAI's eval_model and the official
-    HPCM test count as the rate. The file adds ~40 bytes (header, lengths, CRC) on top."""
+    HPCM test count as the rate. The file adds ~75 bytes (header, lengths, CRCs) on top."""
     _, z_string, y_string = read_header(data)
     return len(z_string) + len(y_string)
 
