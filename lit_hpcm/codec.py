@@ -102,9 +102,11 @@ def encode(model: HPCM, image: Image.Image | torch.Tensor) -> bytes:
     if x.dim() != 3 or x.shape[0] != 3 or min(x.shape[1:]) < 1:
         raise ValueError(f"expected an image tensor [3, H, W], got {tuple(x.shape)}")
     device = _device_of(model)
+    threads = torch.get_num_threads() if device == "cpu" else 0
+    if threads > MAX_THREADS:
+        raise ValueError(f"{threads} intra-op threads: a file records at most {MAX_THREADS}; set fewer to encode")
     encoded = model.compress(x.unsqueeze(0).to(next(model.parameters()).device))  # cuda:N, not just "cuda"
     (y_string,), (z_string,) = encoded["strings"]
-    threads = torch.get_num_threads() if device == "cpu" else 0
     payload = struct.pack(">I", len(z_string)) + z_string + y_string
     height, width = x.shape[1:]
     header = (

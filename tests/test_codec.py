@@ -107,7 +107,7 @@ def test_a_decode_that_drifts_to_other_symbols_is_refused(tiny_model, monkeypatc
         codec.decode_tensor(data, tiny_model)
 
 
-def test_version_1_files_still_decode_and_impossible_thread_counts_are_refused(tiny_model):
+def test_version_1_files_still_decode_and_impossible_thread_counts_are_refused(tiny_model, monkeypatch):
     data = codec.encode(tiny_model, torch.rand(3, 24, 32))
     old = _repacked(data, 1)
     header, _, _ = codec.read_header(old)
@@ -116,6 +116,10 @@ def test_version_1_files_still_decode_and_impossible_thread_counts_are_refused(t
     for threads in (0, codec.MAX_THREADS + 1):
         with pytest.raises(ValueError, match="impossible thread count"):
             codec.read_header(_repacked(data, 2, threads))
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "get_num_threads", lambda: codec.MAX_THREADS + 1)
+        with pytest.raises(ValueError, match="set fewer to encode"):
+            codec.encode(tiny_model, torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match=r"version 3 is not supported \(this build reads \(1, 2\)\)"):
         codec.read_header(b"HPCM\x03" + data[5:-4] + struct.pack(">I", zlib.crc32(b"HPCM\x03" + data[5:-4])))
 
