@@ -118,10 +118,15 @@ class LatentDecoder:
         self.layout = layout
         self.entropy = entropy
         self.table = entropy.table()
+        # CompressAI's rANS decoder reads its stream without bounds checks: a stream that lost step (decoded with
+        # other float arithmetic, or forged) goes on reading past its end, at most a 32-bit word per symbol outside
+        # bypass runs. A zero word per cell of y keeps those reads in memory of ours, and makes such a decode
+        # repeatable; the symbol CRC then refuses it.
+        padding = bytes(4 * layout.level.numel())
         self.decoders = []
         for string in strings:
             decoder = RansDecoder()
-            decoder.set_stream(string)
+            decoder.set_stream(string + padding)
             self.decoders.append(decoder)
         self.symbols: list[torch.Tensor] = []
 
