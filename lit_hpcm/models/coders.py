@@ -31,6 +31,17 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return (torch.round(x) - x).detach() + x
 
 
+def padded_stream(string: bytes, symbols: int) -> bytes:
+    """An rANS string followed by one zero 32-bit word per symbol it codes, for CompressAI's decoder.
+
+    That decoder reads its stream without bounds checks: a stream that lost step (decoded with other float
+    arithmetic, or forged) goes on reading past its end, at most a word per symbol outside bypass runs. The padding
+    keeps those reads in memory of ours and makes such a decode repeatable (unpadded, each call read other bytes);
+    what it decodes is then refused by the symbol CRC, or, for z, by the y symbols that depend on it.
+    """
+    return string + bytes(4 * symbols)
+
+
 def symbol_checksums(symbols: list[torch.Tensor]) -> list[int]:
     """CRC-32 per image of the coded symbols, steps in schedule order: symbols [B, n_step] int32 each -> B ints.
 
@@ -118,15 +129,10 @@ class LatentDecoder:
         self.layout = layout
         self.entropy = entropy
         self.table = entropy.table()
-        # CompressAI's rANS decoder reads its stream without bounds checks: a stream that lost step (decoded with
-        # other float arithmetic, or forged) goes on reading past its end, at most a 32-bit word per symbol outside
-        # bypass runs. A zero word per cell of y keeps those reads in memory of ours, and makes such a decode
-        # repeatable; the symbol CRC then refuses it.
-        padding = bytes(4 * layout.level.numel())
         self.decoders = []
         for string in strings:
             decoder = RansDecoder()
-            decoder.set_stream(string + padding)
+            decoder.set_stream(padded_stream(string, layout.level.numel()))  # every cell of y is one symbol
             self.decoders.append(decoder)
         self.symbols: list[torch.Tensor] = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .coders import ste_round
+from .coders import padded_stream, ste_round
 from .entropy import GeneralizedGaussianConditional
 
 
@@ -50,4 +50,5 @@ class PerChannelZCodec(nn.Module):
         """Byte strings (one per image) and z's spatial size -> z_hat [B, N, h, w]."""
         indexes = self._indexes(len(strings), *size, device=self.means.device)
         means = self.means.detach().expand(len(strings), -1, -1, -1)
-        return self.entropy.decompress(strings, indexes, means=means)
+        padded = [padded_stream(string, indexes[0].numel()) for string in strings]
+        return self.entropy.decompress(padded, indexes, means=means)
