@@ -15,13 +15,14 @@ parameters) and the device kind refuse the first and the coarsest case of the se
 differences of arithmetic (another CPU vector ISA, another intra-op thread count, another GPU) show only
 while decoding, so the file also carries a CRC-32 of the y symbols the encoder coded: a decoder that ends
 with other symbols refuses the file, naming both arithmetics ("encoder arithmetic" is a description, e.g.
-"cpu AVX512, torch 2.14.1"). On the CPU a decoder runs with the encoder's thread count, since oneDNN's
-kernels (and their float sums) depend on it. Version 1 files (no symbol CRC, threads or arithmetic) still
+"cpu AVX512, torch 2.14.1"). On the CPU a decoder runs with the encoder's thread count (up to a cap), since
+oneDNN's kernels (and their float sums) depend on it. Version 1 files (no symbol CRC, threads or arithmetic) still
 decode, unchecked. Every malformed input raises `ValueError`.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ MAGIC = b"HPCM"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAX_THREADS = 4096  # a larger thread count in a header is damage, not a machine
+DECODE_THREAD_FLOOR = 256  # a decoder follows a file's thread count up to max(its CPUs, this), see _decode_threads
 DEVICE_KINDS = ("cpu", "cuda")
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -142,10 +144,10 @@ class _Reader:
 
     def text(self, what: str) -> str:
         (n,) = self.unpack(">B", what)
-        try:
-            return self.take(n, what).decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError(f"corrupt HPCM file: {what} is not ASCII") from None
+        raw = self.take(n, what)
+        if any(byte < 0x20 or byte > 0x7E for byte in raw):
+            raise ValueError(f"corrupt HPCM file: {what} is not printable ASCII")
+        return raw.decode("ascii")
 
 
 def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
@@ -196,8 +198,8 @@ def coded_bytes(data: bytes) -> int:
 def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
     """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly.
 
-    A CPU file of version 2 is decoded with the encoder's intra-op thread count (`torch.set_num_threads` is
-    process-wide: set for the decode and restored after it), then its symbols are checked against the file's.
+    A CPU file of version 2 is decoded with the encoder's intra-op thread count (`_decode_threads`; set with
+    `torch.set_num_threads` for the decode and restored after it), then its symbols are checked against the file's.
     """
     header, z_string, y_string = read_header(data)
     if header.preset != model.preset:
@@ -210,17 +212,38 @@ def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
             f"file was encoded on {header.device} and this model runs on {device}: learned entropy coding "
             "is only exact on the same kind of device; decode it there"
         )
-    with _intra_op_threads(header.threads if device == "cpu" else None):
+    threads = _decode_threads(header.threads) if device == "cpu" and header.threads else None
+    with _intra_op_threads(threads):
         decoded = model.decompress([[y_string], [z_string]], (header.height, header.width))
     if header.symbol_crc is not None and decoded["symbol_crc"][0] != header.symbol_crc:
-        here = arithmetic_of(model) + (f", {header.threads} threads" if device == "cpu" else "")
-        there = header.arithmetic + (f", {header.threads} threads" if device == "cpu" else "")
-        raise ValueError(
-            f"file decodes to other symbols than were encoded (symbol CRC mismatch): it was encoded with {there} "
-            f"and decoded with {here}; learned entropy coding is exact only with the encoder's float arithmetic, "
-            "so decode it on a machine like the encoder's"
-        )
+        raise ValueError(_mismatch_message(header, arithmetic_of(model), threads))
     return decoded["x_hat"][0], header
+
+
+def _decode_threads(recorded: int) -> int:
+    """Threads to decode a CPU file with: the encoder's count, up to max(this machine's CPUs, 256).
+
+    oneDNN's float sums depend on the thread count, so matching it keeps the decode exact; the cap keeps a file from
+    making a decoder start thousands of threads (another count may change the sums, which the symbol CRC catches).
+    """
+    return min(recorded, max(os.cpu_count() or 1, DECODE_THREAD_FLOOR))
+
+
+def _mismatch_message(header: Header, arithmetic: str, threads: int | None) -> str:
+    """Why a decode that ended with other symbols than the file's is refused, naming both arithmetics."""
+    encoder = header.arithmetic + (f", {header.threads} threads" if header.threads else "")
+    decoder = arithmetic + (f", {threads} threads" if threads else "")
+    if encoder != decoder:
+        cause = (
+            f"it was encoded with {encoder} and decoded with {decoder}; learned entropy coding is exact only with "
+            "the encoder's float arithmetic, so decode it on a machine like the encoder's"
+        )
+    else:
+        cause = (
+            f"encoder and decoder both computed with {encoder}, so the file is damaged or forged, or was encoded "
+            "with a setting it does not record (oneDNN's ISA limit, channels-last convolutions, TF32)"
+        )
+    return f"file decodes to other symbols than were encoded (symbol CRC mismatch): {cause}"
 
 
 def decode(data: bytes, model: HPCM) -> Image.Image:

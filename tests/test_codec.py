@@ -56,75 +56,126 @@ def test_other_weights_and_other_presets_are_refused(tiny_model):
         codec.decode(forged + struct.pack(">I", zlib.crc32(forged)), tiny_model)
 
 
-def _repacked(data: bytes, version: int, threads: int | None = None) -> bytes:
-    """The file `data` written again as format `version` (1: without symbol CRC, threads and arithmetic), its
-    thread count replaced by `threads` if given; the layout spelled out here independently of the codec."""
+def _repacked(data: bytes, version: int, threads: int | None = None, device: int = 0, arithmetic: str | None = None):
+    """The file `data` written again as format `version` (1: without symbol CRC, threads and arithmetic), with the
+    given device code and, if given, thread count and arithmetic; the layout spelled out independently of the codec."""
     header, z_string, y_string = codec.read_header(data)
-    text = lambda s: bytes([len(s)]) + s.encode()  # noqa: E731
+    text = lambda s: bytes([len(s)]) + s.encode("latin-1")  # noqa: E731
     payload = struct.pack(">I", len(z_string)) + z_string + y_string
     body = b"HPCM" + bytes([version]) + text(header.preset) + struct.pack(">II", header.width, header.height)
-    body += text(header.mode) + struct.pack(">BI", 0, header.fingerprint)
+    body += text(header.mode) + struct.pack(">BI", device, header.fingerprint)
     if version >= 2:
         body += struct.pack(">IH", header.symbol_crc, header.threads if threads is None else threads)
-        body += text(header.arithmetic)
+        body += text(header.arithmetic if arithmetic is None else arithmetic)
     body += struct.pack(">I", len(payload)) + payload
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def test_a_cpu_file_decodes_with_the_encoders_thread_count(tiny_model, monkeypatch):
+def _recording_threads(model, monkeypatch) -> list[int]:
+    """Make `model.decompress` record the intra-op thread count it runs with; returns the record."""
+    decompress, seen = model.decompress, []
+
+    def record(*args):
+        seen.append(torch.get_num_threads())
+        return decompress(*args)
+
+    monkeypatch.setattr(model, "decompress", record)
+    return seen
+
+
+def test_a_cpu_file_decodes_with_the_encoders_thread_count(coding_model, monkeypatch):
     """oneDNN's float sums depend on the thread count: the decoder adopts the encoder's, then restores its own."""
     own = torch.get_num_threads()
     x = torch.rand(3, 40, 40)
     torch.set_num_threads(1)
     try:
-        data = codec.encode(tiny_model, x)
+        data = codec.encode(coding_model, x)
+        with torch.no_grad():
+            expected = coding_model(x[None])["x_hat"][0].clamp(0, 1)  # the reconstruction with the encoder's threads
     finally:
         torch.set_num_threads(own)
     header, _, _ = codec.read_header(data)
     assert header.threads == 1 and header.arithmetic.startswith(f"cpu {torch.backends.cpu.get_cpu_capability()}")
     assert _repacked(data, 2) == data  # the test's statement of the layout is the codec's
-    decompress = tiny_model.decompress
-    threads_seen = []
-    record = lambda *args: threads_seen.append(torch.get_num_threads()) or decompress(*args)  # noqa: E731
-    monkeypatch.setattr(tiny_model, "decompress", record)
+    threads_seen = _recording_threads(coding_model, monkeypatch)
     torch.set_num_threads(2)
     try:
-        decoded, _ = codec.decode_tensor(data, tiny_model)
+        decoded, _ = codec.decode_tensor(data, coding_model)
         assert threads_seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(own)
-    with torch.no_grad():
-        assert torch.equal(decoded, tiny_model(x[None])["x_hat"][0].clamp(0, 1))
+    assert torch.equal(decoded, expected)
 
 
-def test_a_decode_that_drifts_to_other_symbols_is_refused(tiny_model, monkeypatch):
+def test_a_file_cannot_make_the_decoder_start_thousands_of_threads(coding_model, monkeypatch):
+    data = _repacked(codec.encode(coding_model, torch.rand(3, 16, 16)), 2, threads=3)
+    threads_seen = _recording_threads(coding_model, monkeypatch)
+    monkeypatch.setattr(codec, "DECODE_THREAD_FLOOR", 1)
+    monkeypatch.setattr(codec.os, "cpu_count", lambda: 2)
+    own = torch.get_num_threads()
+    try:
+        codec.decode_tensor(data, coding_model)
+    except ValueError as error:  # 2 threads instead of 3 may change the sums: then the symbol CRC says so
+        assert "3 threads and decoded with" in str(error) and "2 threads" in str(error)
+    assert threads_seen == [2] and torch.get_num_threads() == own
+
+
+def test_a_decode_that_drifts_to_other_symbols_is_refused(coding_model, monkeypatch):
     """What other float arithmetic does to a learned entropy coder (a scale in another CDF bucket), simulated by
     shifting every CDF index in the decoder: the rANS stream decodes without error, the symbol CRC refuses it."""
-    data = codec.encode(tiny_model, torch.rand(3, 40, 40))
-    build_indexes = tiny_model.y_entropy.build_indexes
-    monkeypatch.setattr(tiny_model.y_entropy, "build_indexes", lambda scales: (build_indexes(scales) + 7) % 60)
-    with pytest.raises(ValueError, match=r"symbol CRC mismatch\): it was encoded with cpu .*, torch .* threads"):
-        codec.decode_tensor(data, tiny_model)
+    data = codec.encode(coding_model, torch.rand(3, 40, 40))
+    build_indexes = coding_model.y_entropy.build_indexes
+    monkeypatch.setattr(coding_model.y_entropy, "build_indexes", lambda scales: (build_indexes(scales) + 7) % 60)
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match=r"symbol CRC mismatch\): encoder and decoder both computed with cpu .*, torch "
+                       r".*damaged or forged"):
+        codec.decode_tensor(data, coding_model)
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(codec, "arithmetic_of", lambda model: "cpu AVX2, torch 0.0")
+    with pytest.raises(ValueError, match=r"encoded with cpu .* threads and decoded with cpu AVX2, torch 0.0, \d+ thr"):
+        codec.decode_tensor(data, coding_model)
     # CompressAI's decoder reads a stream that lost step past its end; within the zero padding it is repeatable
-    # (unpadded, the same 40×40 file gave another result on each call)
+    # (unpadded, such a 40×40 file gave another result on each call)
     header, z_string, y_string = codec.read_header(data)
-    drifted = {tiny_model.decompress([[y_string], [z_string]], (40, 40))["symbol_crc"][0] for _ in range(4)}
+    drifted = {coding_model.decompress([[y_string], [z_string]], (40, 40))["symbol_crc"][0] for _ in range(4)}
     assert len(drifted) == 1 and drifted != {header.symbol_crc}
 
 
-def test_version_1_files_still_decode_and_impossible_thread_counts_are_refused(tiny_model, monkeypatch):
-    data = codec.encode(tiny_model, torch.rand(3, 24, 32))
+def test_the_thread_count_is_restored_when_decoding_fails(coding_model, monkeypatch):
+    data = _repacked(codec.encode(coding_model, torch.rand(3, 16, 16)), 2, threads=1)
+
+    def fail(*args):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("inside the decoder")
+
+    monkeypatch.setattr(coding_model, "decompress", fail)
+    own = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside the decoder"):
+            codec.decode_tensor(data, coding_model)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(own)
+
+
+def test_version_1_files_still_decode_and_impossible_headers_are_refused(coding_model, monkeypatch):
+    data = codec.encode(coding_model, torch.rand(3, 24, 32))
     old = _repacked(data, 1)
     header, _, _ = codec.read_header(old)
     assert (header.symbol_crc, header.threads, header.arithmetic) == (None, None, None)
-    assert torch.equal(codec.decode_tensor(old, tiny_model)[0], codec.decode_tensor(data, tiny_model)[0])
-    for threads in (0, codec.MAX_THREADS + 1):
+    assert torch.equal(codec.decode_tensor(old, coding_model)[0], codec.decode_tensor(data, coding_model)[0])
+    for threads, device in ((0, 0), (codec.MAX_THREADS + 1, 0), (2, 1)):  # a cuda file records 0 threads
         with pytest.raises(ValueError, match="impossible thread count"):
-            codec.read_header(_repacked(data, 2, threads))
+            codec.read_header(_repacked(data, 2, threads, device))
+    assert codec.read_header(_repacked(data, 2, 0, device=1))[0].device == "cuda"
+    for text in ("cpu\nAVX2", "cpu \x1b[31m", "cpu é"):
+        with pytest.raises(ValueError, match="encoder arithmetic is not printable ASCII"):
+            codec.read_header(_repacked(data, 2, arithmetic=text))
     with monkeypatch.context() as patch:
         patch.setattr(torch, "get_num_threads", lambda: codec.MAX_THREADS + 1)
         with pytest.raises(ValueError, match="set fewer to encode"):
-            codec.encode(tiny_model, torch.rand(3, 8, 8))
+            codec.encode(coding_model, torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match=r"version 3 is not supported \(this build reads \(1, 2\)\)"):
         codec.read_header(b"HPCM\x03" + data[5:-4] + struct.pack(">I", zlib.crc32(b"HPCM\x03" + data[5:-4])))
 

@@ -99,6 +99,16 @@ def test_decompress_reproduces_the_eval_forward_exactly(tiny_model, size):
     assert decoded["symbol_crc"] == encoded["symbol_crc"] and len(encoded["symbol_crc"]) == 2
 
 
+def test_symbol_crcs_are_per_image_and_follow_the_coded_symbols(coding_model):
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 48, 64)
+    encoded = coding_model.compress(x)
+    assert len(set(encoded["symbol_crc"])) == 3  # three images, three different symbol sequences
+    assert coding_model.decompress(encoded["strings"], encoded["shape"])["symbol_crc"] == encoded["symbol_crc"]
+    swapped = [encoded["strings"][0][::-1], encoded["strings"][1][::-1]]  # the images in reverse order
+    assert coding_model.decompress(swapped, encoded["shape"])["symbol_crc"] == encoded["symbol_crc"][::-1]
+
+
 def test_a_cut_z_string_decodes_the_same_way_every_time(tiny_model):
     """CompressAI's rANS decoder reads a damaged stream past its end; the zero padding keeps those reads repeatable
     (unpadded, this cut string decoded to another z_hat on later calls)."""

@@ -32,23 +32,24 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
 
 
 def padded_stream(string: bytes, symbols: int) -> bytes:
-    """An rANS string followed by one zero 32-bit word per symbol it codes, for CompressAI's decoder.
+    """An rANS string followed by zero 32-bit words, two for the initial state and one per symbol it codes, for
+    CompressAI's decoder.
 
     That decoder reads its stream without bounds checks: a stream that lost step (decoded with other float
-    arithmetic, or forged) goes on reading past its end, at most a word per symbol outside bypass runs. The padding
-    keeps those reads in memory of ours and makes such a decode repeatable (unpadded, each call read other bytes);
-    what it decodes is then refused by the symbol CRC, or, for z, by the y symbols that depend on it.
+    arithmetic, or forged) goes on reading past its end, at most a word per symbol outside bypass runs, after the
+    two words of its initial state. The padding keeps those reads in memory of ours and makes such a decode
+    repeatable (unpadded, each call read other bytes); what it decodes is then refused by the symbol CRC, or, for z,
+    by the y symbols that depend on it.
     """
-    return string + bytes(4 * symbols)
+    return string + bytes(4 * (symbols + 2))
 
 
-def symbol_checksums(symbols: list[torch.Tensor]) -> list[int]:
-    """CRC-32 per image of the coded symbols, steps in schedule order: symbols [B, n_step] int32 each -> B ints.
+def symbol_checksums(symbols: torch.Tensor) -> list[int]:
+    """CRC-32 per image of the coded symbols: [B, n] int32, steps concatenated in schedule order -> B ints.
 
     Computed on little-endian int32 bytes, so the encoder's and a decoder's values agree on any machine.
     """
-    stacked = torch.cat(symbols, dim=1).cpu().numpy().astype("<i4")
-    return [zlib.crc32(row.tobytes()) for row in stacked]
+    return [zlib.crc32(row.tobytes()) for row in symbols.cpu().numpy().astype("<i4")]
 
 
 def _step_cells(layout: LatentLayout, step: Step, x: torch.Tensor) -> torch.Tensor:
@@ -105,8 +106,9 @@ class LatentEncoder:
     def next_scale(self, upsample) -> None:
         pass
 
-    def strings(self) -> list[bytes]:
-        """One rANS byte string per image, holding every step's symbols in schedule order."""
+    def strings(self) -> tuple[list[bytes], list[int]]:
+        """(one rANS byte string per image, holding every step's symbols in schedule order; the CRC-32 of each
+        image's symbols, `symbol_checksums`)."""
         cdfs, lengths, offsets = self.entropy.table()
         symbols = torch.cat(self.symbols, dim=1).cpu()
         indexes = torch.cat(self.indexes, dim=1).cpu()
@@ -115,11 +117,7 @@ class LatentEncoder:
             encoder = BufferedRansEncoder()
             encoder.encode_with_indexes(image_symbols.tolist(), image_indexes.tolist(), cdfs, lengths, offsets)
             out.append(encoder.flush())
-        return out
-
-    def checksums(self) -> list[int]:
-        """CRC-32 per image of the symbols in the strings (`symbol_checksums`)."""
-        return symbol_checksums(self.symbols)
+        return out, symbol_checksums(symbols)
 
 
 class LatentDecoder:
@@ -150,4 +148,4 @@ class LatentDecoder:
 
     def checksums(self) -> list[int]:
         """CRC-32 per image of the decoded symbols: equal to the encoder's exactly when decoding stayed in step."""
-        return symbol_checksums(self.symbols)
+        return symbol_checksums(torch.cat(self.symbols, dim=1))

@@ -203,11 +203,8 @@ class HPCM(nn.Module):
         params = self.h_s(z_hat)
         encoder = LatentEncoder(y, self.layout(y.shape[-2], y.shape[-1], y.device), self.y_entropy)
         self.context(params, encoder.layout, encoder)
-        return {
-            "strings": [encoder.strings(), z_strings],
-            "shape": tuple(x.shape[-2:]),
-            "symbol_crc": encoder.checksums(),
-        }
+        y_strings, symbol_crc = encoder.strings()
+        return {"strings": [y_strings, z_strings], "shape": tuple(x.shape[-2:]), "symbol_crc": symbol_crc}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
