@@ -141,6 +141,17 @@ def test_a_decode_that_drifts_to_other_symbols_is_refused(coding_model, monkeypa
     assert len(drifted) == 1 and drifted != {header.symbol_crc}
 
 
+def test_a_forged_image_size_is_refused_not_a_crash(coding_model):
+    """A header whose width grew by 65,536 (CRC rewritten) makes the decoder read far past the coded strings: that
+    was a segmentation fault before the streams were padded; now the symbol CRC refuses it."""
+    data = bytearray(codec.encode(coding_model, torch.rand(3, 64, 64)))
+    width_at = 4 + 1 + 1 + len("tiny")  # magic, version, preset length and name
+    data[width_at + 1] ^= 1
+    body = bytes(data[:-4])
+    with pytest.raises(ValueError, match="symbol CRC mismatch"):
+        codec.decode_tensor(body + struct.pack(">I", zlib.crc32(body)), coding_model)
+
+
 def test_the_thread_count_is_restored_when_decoding_fails(coding_model, monkeypatch):
     data = _repacked(codec.encode(coding_model, torch.rand(3, 16, 16)), 2, threads=1)
 
