@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from _common import provenance, write_json
-from cross_device import photo, to_8bit
+from cross_device import bare_decode, compared, photo, to_8bit
 
 from lit_hpcm import codec
 from lit_hpcm.checkpoints import load_model
@@ -60,15 +60,8 @@ def decode_all(ckpt: str, folder: Path) -> dict:
             guarded = outcome(to_8bit(codec.decode_tensor(data, model)[0]), right)
         except ValueError as error:
             guarded = f"refused: {error}"
-        header, z_string, y_string = codec.read_header(data)
-        bare = to_8bit(model.decompress([[y_string], [z_string]], (header.height, header.width))["x_hat"][0])
-        mse = torch.mean((bare.float() - right.float()) ** 2).item()
-        rows[name] = {
-            "codec_decode": guarded,
-            "bare_decode": outcome(bare, right),
-            "bare_decode_pixels_differ": (bare != right).float().mean().item(),
-            "bare_decode_psnr_vs_right_db": None if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item(),
-        }
+        bare = to_8bit(bare_decode(model, data))
+        rows[name] = {"codec_decode": guarded, "bare_decode": outcome(bare, right), **compared(bare, right)}
     return rows
 
 

@@ -63,19 +63,25 @@ def cross(models_: dict[str, HPCM], source: str, target: str, x: torch.Tensor, d
         row["codec_decode"] = f"refused: {error}"
     right, _ = codec.decode_tensor(data, models_[source])
     try:
-        bare = _bare_decode(models_[target], data)
+        bare = bare_decode(models_[target], data)
     except Exception as error:  # a garbled stream may also fail loudly inside the entropy decoder
         row["bare_decode"] = f"{type(error).__name__}: {error}"[:300]
         return row
-    differs = (to_8bit(bare) != to_8bit(right)).float().mean().item()
-    mse = torch.mean((to_8bit(bare).float() - to_8bit(right).float()) ** 2).item()
-    row["bare_decode_pixels_differ"] = differs
-    row["bare_decode_psnr_vs_right_db"] = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item()
-    return row
+    return row | compared(to_8bit(bare), to_8bit(right))
 
 
-def _bare_decode(model: HPCM, data: bytes) -> torch.Tensor:
-    """Decode without the codec's device guard: what a format without one would hand back. [3, H, W]"""
+def compared(bare: torch.Tensor, right: torch.Tensor) -> dict:
+    """A bare decode against the right one, both 8-bit [3, H, W]: the fraction of pixel values that differ and the
+    PSNR between them (None when equal)."""
+    mse = torch.mean((bare.float() - right.float()) ** 2).item()
+    return {
+        "bare_decode_pixels_differ": (bare != right).float().mean().item(),
+        "bare_decode_psnr_vs_right_db": None if mse == 0 else 10 * torch.log10(torch.tensor(255.0**2 / mse)).item(),
+    }
+
+
+def bare_decode(model: HPCM, data: bytes) -> torch.Tensor:
+    """Decode without the codec's guards: what a format without them would hand back. [3, H, W]"""
     header, z_string, y_string = codec.read_header(data)
     return model.decompress([[y_string], [z_string]], (header.height, header.width))["x_hat"][0]
 

@@ -13,8 +13,8 @@ does (`lit_hpcm.compressai_core`; the official worker imports it too, with lit-h
 importer). The parent asks them in turn, alternating who goes first, so both see the same machine load.
 Measured per pair: the training step (train-mode forward, R-D loss, backward) on a batch of crops, the eval
 forward, `compress` and `decompress` of one image; medians and the per-pair ratio ours/official (below 1: ours is
-faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training steps. Weights: the official model's seeded random initialisation, imported into ours with
-`lit_hpcm.official.load_official`.
+faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training steps. Weights:
+the official model's seeded random initialisation, imported into ours with `lit_hpcm.official.load_official`.
 
     python benchmarks/vs_official.py --official ~/LIC-HPCM -o benchmarks/results/vs_official.json
 """

@@ -80,10 +80,7 @@ def arithmetic_of(model: HPCM) -> str:
 def _intra_op_threads(count: int | None):
     """Run the block with `count` intra-op threads (None: as set), restoring the setting afterwards."""
     before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
+    torch.set_num_threads(count or before)
     try:
         yield
     finally:
