@@ -122,7 +122,10 @@ def _cases(which: str, model, args) -> tuple[dict, int | None]:
     ours = which == "ours"
     crops = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(1))
     image = torch.rand(1, 3, *args.eval_size, generator=torch.Generator().manual_seed(2))
-    cases = {"training_step": lambda: training_step(model, crops, ours), "eval_forward": lambda: eval_forward(model, image)}
+    cases = {
+        "training_step": lambda: training_step(model, crops, ours),
+        "eval_forward": lambda: eval_forward(model, image),
+    }
     if args.skip_codec:
         return cases, None
     model.eval()
