@@ -10,10 +10,15 @@ operating point, chosen so the curves overlap in rate; the overlap is reported):
 
     adam         Adam                           the official HPCM recipe's optimizer
     cautious     cautious Adam, no balancing    one ingredient of Balanced R-D alone
-    famo_rd      cautious Adam + FAMO over rd   Balanced R-D as the authors run it (offsets -1)
-    famo_scales  cautious Adam + FAMO over the per-scale rates, bit-share priors
+    famo_rd        cautious Adam + FAMO over rd   Balanced R-D as the authors run it (offsets -1, no priors)
+    famo_anchored  famo_rd with loss-scale priors (`task_priors: loss_scale`): the R-D-anchored start, ours
+    famo_scales    cautious Adam + FAMO over the per-scale rates, bit-share priors (not in the default list)
 
-    python benchmarks/rd_study.py -o benchmarks/results/rd_study.json --plot docs/rd_study.png
+A run "collapsed" when y carries less than half of its test images' bits (per-scale bits of the eval forward on
+the test images): the codec then sends mostly side information.
+
+    python benchmarks/rd_study.py --jobs 2 -o benchmarks/results/rd_study.json --plot docs/rd_study.png \
+        --curves docs/rd_study_curves.png
     python benchmarks/rd_study.py --quick -o /tmp/q.json                           # CI-sized smoke run
     python benchmarks/rd_study.py --preset base --patch 256 --batch 16 --steps 200000 \\
         --train_dir DIV2K/train --test_dir kodak -o base_study.json               # on a GPU, real scale
@@ -27,7 +32,9 @@ model's λ; BD-rate of each against continued Adam.
     python benchmarks/rd_study.py --finetune -o benchmarks/results/rd_finetune.json --plot docs/rd_finetune.png
 
 The JSON is rewritten after every run; an interrupted study started again with the same output skips the
-runs it already holds (same settings only: a mismatch is refused).
+runs it already holds (same settings only: a mismatch is refused). Runs go seed by seed, every method of a seed
+before the next seed, so a study cut short still compares the methods on its first seeds. Every trained model's
+weights are saved under ``--weights_dir`` (default: next to the JSON), to re-test them on other images later.
 """
 
 from __future__ import annotations
@@ -56,8 +63,11 @@ METHODS: dict[str, dict] = {
     "adam": {"optimizer": "adam", "balancing": "none"},
     "cautious": {"optimizer": "cautious_adam", "balancing": "none"},
     "famo_rd": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd"},
+    "famo_anchored": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "rd",
+                      "task_priors": "loss_scale"},
     "famo_scales": {"optimizer": "cautious_adam", "balancing": "famo", "task_set": "scales"},
 }
+DEFAULT_METHODS = ["adam", "famo_rd", "famo_anchored", "cautious"]
 FINETUNE_METHODS: dict[str, dict] = {
     "adam": {"optimizer": "adam", "balancing": "none"},
     "cautious": {"optimizer": "cautious_adam", "balancing": "none"},
@@ -67,15 +77,17 @@ FINETUNE_METHODS: dict[str, dict] = {
 ANCHOR = "adam"
 
 # λ per method for the default (tiny, CPU) size. FAMO balances log(L + 1): while λ·255²·MSE >> 1 (low PSNR, as
-# in a short run of a small model) its operating point barely depends on λ, and it sits at a far lower rate than
-# Adam at the same λ (240 steps: 0.0035 bpp for every λ from 0.0003 to 0.1; a 960-step probe at λ 0.013: FAMO
-# 0.059 bpp, Adam 0.206 bpp). So Adam's grid reaches down and FAMO's up, to give the curves a shared rate range.
+# in a short run of a small model) its operating point moves little with λ and sits at a far lower rate than
+# Adam's at the same λ (640 steps, λ 0.013: Adam 0.19 bpp, famo_rd 0.04, famo_anchored 0.09-0.11; Adam at λ 3e-4
+# 0.05 bpp). So Adam's grid reaches down and FAMO's up, to give the curves a shared rate range.
 DEFAULT_LAMBDAS = {
     "adam": [0.0003, 0.0006, 0.0012, 0.0035],
     "cautious": [0.0003, 0.0006, 0.0012, 0.0035],
-    "famo_rd": [0.0008, 0.003, 0.013, 0.05],
-    "famo_scales": [0.0008, 0.003, 0.013, 0.05],
+    "famo_rd": [0.005, 0.013, 0.05, 0.15],
+    "famo_anchored": [0.002, 0.005, 0.013, 0.035],
+    "famo_scales": [0.005, 0.013, 0.05, 0.15],
 }
+COLLAPSE_SHARE = 0.5  # y's share of the test bits below which a run counts as collapsed
 
 
 class TrainingCurve(L.Callback):
@@ -109,8 +121,20 @@ def _quiet_single_thread() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
-def _weights_path(args, lmbda: float, seed: int) -> Path:
-    return Path(args.weights_dir) / f"adam_lmbda{lmbda:g}_seed{seed}.pt"
+def _weights_path(args, lmbda: float, seed: int, method: str = "adam") -> Path:
+    return Path(args.weights_dir) / f"{method}_lmbda{lmbda:g}_seed{seed}.pt"
+
+
+def test_bit_shares(model, images: list) -> dict[str, float]:
+    """Share of the test images' bits per part {z, s1, s2, s3} (eval forward, −log2 likelihoods summed over
+    every image [3, H, W]): where the test bits go, to tell a collapsed y."""
+    totals: dict[str, float] = {}
+    with torch.no_grad():
+        for x in images:
+            for part, bits in model(x[None])["bits"].items():
+                totals[part] = totals.get(part, 0.0) + float(bits.sum())
+    whole = sum(totals.values())
+    return {part: value / whole if whole > 0 else float("nan") for part, value in totals.items()}
 
 
 def train_and_test(method: str, lmbda: float, seed: int, args, steps: int, settings: dict,
@@ -131,19 +155,29 @@ def train_and_test(method: str, lmbda: float, seed: int, args, steps: int, setti
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     train_s = time.perf_counter() - started
-    if method == ANCHOR and init_weights is None and args.weights_dir:
-        save_weights(module.model.state_dict(), args.preset, _weights_path(args, lmbda, seed))
+    if init_weights is None and args.weights_dir:
+        save_weights(module.model.state_dict(), args.preset, _weights_path(args, lmbda, seed, method))
     model = module.model.eval()
     model.update()
     data.setup("test")
+    images = [(item["image"].to(module.device), item["name"]) for item in data.test_set]
     with torch.no_grad():
-        rows = [measure_image(model, item["image"].to(module.device), item["name"]) for item in data.test_set]
+        rows = [measure_image(model, x, name) for x, name in images]
+    shares = test_bit_shares(model, [x for x, _ in images])
     summary = summarize(rows, name=f"{method} λ={lmbda} seed={seed}")
     results = {k: v[0] for k, v in summary["results"].items()}
     final = curve.rows[-1] if curve.rows else {}
     return {"method": method, "lmbda": lmbda, "seed": seed, "train_s": train_s, "test": results,
             "per_image": rows, "training_curve": curve.rows, "final_weights": final.get("weights"),
-            "y_share": _y_share(final)}
+            "y_share": _y_share(final), "test_bit_shares": shares, "test_y_share": 1 - shares["z"]}
+
+
+def collapses(runs: list[dict], method: str) -> dict:
+    """The runs of `method` whose y carries under COLLAPSE_SHARE of the test bits: count, out of, and which."""
+    mine = [r for r in runs if r["method"] == method and r.get("test_y_share") is not None]
+    which = [{"lmbda": r["lmbda"], "seed": r["seed"], "test_y_share": r["test_y_share"]}
+             for r in mine if not r["test_y_share"] >= COLLAPSE_SHARE]
+    return {"collapsed": len(which), "runs": len(mine), "which": which}
 
 
 def _y_share(row: dict) -> float | None:
@@ -189,6 +223,7 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
     table = {}
     for method in methods:
         if method == ANCHOR:
+            table[method] = {"collapses": collapses(runs, method)}
             continue
         rates, psnrs, overlaps, notes = [], [], [], []
         for seed in seeds:
@@ -206,7 +241,8 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
             except ValueError as err:
                 notes.append(f"seed {seed} BD-PSNR: {err}")
         table[method] = {"bd_rate_percent": _spread(rates), "bd_psnr_db": _spread(psnrs), "overlap": overlaps,
-                         "rd_cost_vs_adam_percent": paired_cost(runs, method), "notes": notes}
+                         "rd_cost_vs_adam_percent": paired_cost(runs, method), "collapses": collapses(runs, method),
+                         "notes": notes}
     return table
 
 
@@ -255,15 +291,17 @@ def plot_training_curves(runs: list[dict], out_png: str, seed: int = 0) -> None:
 
 def markdown_report(payload: dict) -> str:
     """The study's tables as Markdown: every run's test point, then BD-rate / BD-PSNR against Adam."""
-    lines = ["| method | λ | seed | bpp | PSNR (dB) | y share (train) | final weights |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | λ | seed | bpp | PSNR (dB) | y share (train) | y share (test) | final weights |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(payload["runs"], key=lambda r: (list(payload["methods"]).index(r["method"]), r["lmbda"], r["seed"])):
         weights = ", ".join(f"{v:.3f}" for v in r["final_weights"].values()) if r.get("final_weights") else "—"
         share = f"{r['y_share']:.0%}" if r.get("y_share") is not None else "—"
+        test_share = f"{r['test_y_share']:.0%}" if r.get("test_y_share") is not None else "—"
         lines.append(f"| {r['method']} | {r['lmbda']:g} | {r['seed']} | {r['test']['bpp']:.4f} | "
-                     f"{r['test']['psnr-rgb']:.2f} | {share} | {weights} |")
+                     f"{r['test']['psnr-rgb']:.2f} | {share} | {test_share} | {weights} |")
     lines += ["", "| method vs adam | BD-rate % (mean ± std) | per seed | BD-PSNR dB (mean ± std) | per seed | "
-              "rate overlap per seed | R-D cost vs Adam at the same λ, % (mean ± std, pairs) | notes |",
-              "|---|---|---|---|---|---|---|---|"]
+              "rate overlap per seed | R-D cost vs Adam at the same λ, % (mean ± std, pairs) | collapsed | notes |",
+              "|---|---|---|---|---|---|---|---|---|"]
 
     def spread(entry, digits):
         if entry["mean"] is None:
@@ -272,22 +310,26 @@ def markdown_report(payload: dict) -> str:
         return f"{entry['mean']:.{digits}f}{std}", ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
 
     for method, row in payload.get("analysis", {}).items():
+        if "bd_rate_percent" not in row:
+            continue
         rate, rate_seeds = spread(row["bd_rate_percent"], 1)
         psnr, psnr_seeds = spread(row["bd_psnr_db"], 2)
         overlaps = ", ".join(f"{o['rate']:.2f}" for o in row["overlap"])
         notes = "; ".join(dict.fromkeys(n.split(": ", 1)[1] for n in row["notes"])) or "—"
         cost = row.get("rd_cost_vs_adam_percent")
         cost_text = f"{spread(cost, 1)[0]} ({cost['pairs']})" if cost else "no shared λ"
-        lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {cost_text} | {notes} |")
+        gone = row.get("collapses") or {"collapsed": 0, "runs": 0}
+        lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {cost_text} | "
+                     f"{gone['collapsed']}/{gone['runs']} | {notes} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="one learning rate for every method")
@@ -302,8 +344,9 @@ def main(argv=None) -> None:
                         help="runs trained at once, one CPU thread each (from-scratch study only); 2 on a 2-core "
                              "machine halves the wall time")
     parser.add_argument("--accelerator", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--weights_dir", default="rd_study_weights",
-                        help="where the from-scratch Adam models are saved, and where --finetune starts from")
+    parser.add_argument("--weights_dir", default=None,
+                        help="where every trained model is saved (default: <output>_weights next to the JSON), "
+                             "and where --finetune finds the Adam models it starts from")
     parser.add_argument("--finetune", action="store_true", help="the fine-tuning study (see above)")
     parser.add_argument("--finetune_steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 64² crops, one seed")
@@ -318,6 +361,8 @@ def main(argv=None) -> None:
         parser.error("give both --train_dir and --test_dir, or neither (the bundled photos)")
     if args.jobs < 1 or (args.jobs > 1 and args.finetune):
         parser.error("--jobs must be 1 or more, and 1 with --finetune (its runs start from the Adam models)")
+    if args.weights_dir is None:
+        args.weights_dir = str(Path(args.output).with_suffix("")) + "_weights"
     if args.quick:
         args.steps, args.finetune_steps, args.patch, args.batch, args.seeds = 3, 2, 64, 2, args.seeds[:1]
 
@@ -349,8 +394,9 @@ def main(argv=None) -> None:
         payload["provenance"] = previous["provenance"] if args.report_only else payload["provenance"]
         payload["earlier_provenance"] = previous.get("earlier_provenance", []) + (
             [] if args.report_only else [previous["provenance"]])
-    pending = [(method, lmbda, seed) for method in methods  # the anchor (Adam) first: --finetune starts from it
-               for seed in args.seeds for lmbda in lambdas[method] if (method, lmbda, seed) not in done]
+    # seed by seed (a study cut short still compares every method), the anchor (Adam) first within a seed
+    pending = [(method, lmbda, seed) for seed in args.seeds for method in methods
+               for lmbda in lambdas[method] if (method, lmbda, seed) not in done]
 
     def record(run: dict) -> None:
         runs.append(run)

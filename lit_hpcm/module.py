@@ -57,7 +57,8 @@ def _images(batch) -> torch.Tensor:
 
 
 def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: Optional[float],
-                    bit_share_decay: float, plateau_start_epoch: int, famo_min_losses, tasks: Sequence[str]) -> None:
+                    bit_share_decay: float, loss_scale_decay: float, plateau_start_epoch: int, famo_min_losses,
+                    tasks: Sequence[str]) -> None:
     """Refuse values that cannot train (ConfigError naming the option) before anything is built or written."""
     problems = []
     if not isinstance(famo_min_losses, (int, float)) and len(famo_min_losses) != len(tasks):
@@ -68,8 +69,9 @@ def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: O
             problems.append(f"{name} must be > 0, got {value}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         problems.append(f"clip_grad_norm must be > 0 or null (off), got {clip_grad_norm}")
-    if not 0 <= bit_share_decay < 1:
-        problems.append(f"bit_share_decay must be in [0, 1), got {bit_share_decay}")
+    for name, value in (("bit_share_decay", bit_share_decay), ("loss_scale_decay", loss_scale_decay)):
+        if not 0 <= value < 1:
+            problems.append(f"{name} must be in [0, 1), got {value}")
     if plateau_start_epoch < 0:
         problems.append(f"plateau_start_epoch must be >= 0, got {plateau_start_epoch}")
     if problems:
@@ -101,7 +103,10 @@ class LitHPCM(L.LightningModule):
             or one per task; -1, the Balanced R-D authors' value, by default; 0 is FAMO's paper),
             task_priors (one per task, or "bit_share": the scales' running share of the bits as priors and
             minus it as the rates' offsets, `lit_hpcm.optim.bit_share`; default for "scales", ones for "rd")
-            with bit_share_decay (its EMA decay), or scale_weights ([s1, s2, s3] fixed priors of the scales).
+            with bit_share_decay (its EMA decay), or "loss_scale": every task's running gap L − m as its prior,
+            so that equal logits give the standard R-D gradient (lit-hpcm's R-D-anchored start, not the
+            authors' script; `lit_hpcm.optim.loss_scale`) with loss_scale_decay; or scale_weights ([s1, s2, s3]
+            fixed priors of the scales).
         clip_grad_norm: gradient-norm clip (None: off).
         lr_scheduler: "none", "multistep" (at the lr_milestones, in epochs: × lr_decay each time, or with
             a list, lr × lr_decay[i] from milestone i on) or "plateau" (ReduceLROnPlateau on
@@ -135,8 +140,9 @@ class LitHPCM(L.LightningModule):
         famo_w_lr: float = 0.025,
         famo_update: Literal["same_batch", "next_batch"] = "same_batch",
         famo_min_losses: Union[float, list[float]] = -1.0,
-        task_priors: Union[None, list[float], Literal["bit_share"]] = None,
+        task_priors: Union[None, list[float], Literal["bit_share", "loss_scale"]] = None,
         bit_share_decay: float = 0.99,
+        loss_scale_decay: float = 0.9,
         scale_weights: Optional[list[float]] = None,
         clip_grad_norm: Optional[float] = 1.0,
         lr_scale_with_world_size: bool = False,
@@ -156,7 +162,8 @@ class LitHPCM(L.LightningModule):
     ):
         super().__init__()
         _check_settings(lmbda=lmbda, lr=lr, famo_w_lr=famo_w_lr, clip_grad_norm=clip_grad_norm,
-                        bit_share_decay=bit_share_decay, plateau_start_epoch=plateau_start_epoch,
+                        bit_share_decay=bit_share_decay, loss_scale_decay=loss_scale_decay,
+                        plateau_start_epoch=plateau_start_epoch,
                         famo_min_losses=famo_min_losses, tasks=task_names(task_set))
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -167,10 +174,12 @@ class LitHPCM(L.LightningModule):
         self.balancer = build_balancer(balancing, task_set, len(self.task_names), famo_w_lr=famo_w_lr,
                                        famo_gamma=famo_gamma, famo_update=famo_update,
                                        famo_min_losses=famo_min_losses, task_priors=hp.task_priors,
-                                       scale_weights=hp.scale_weights, bit_share_decay=hp.bit_share_decay)
-        # Registered here so their state (FAMO's logits and their Adam, the bit shares) is in the checkpoint.
+                                       scale_weights=hp.scale_weights, bit_share_decay=hp.bit_share_decay,
+                                       loss_scale_decay=hp.loss_scale_decay)
+        # Registered here so their state (FAMO's logits and their Adam, the running priors) is in the checkpoint.
         self.famo = self.balancer.famo
         self.bit_share = self.balancer.bit_share
+        self.loss_scale = self.balancer.loss_scale
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .bit_share import BitSharePrior
 from .famo import FAMO
+from .loss_scale import LossScalePrior
 from .qp import qp_weights
 
 Backward = Callable[[Tensor], None]  # the LightningModule's manual_backward
@@ -38,6 +39,7 @@ class Balancer:
 
     famo: Optional[FAMO] = None
     bit_share: Optional[BitSharePrior] = None
+    loss_scale: Optional[LossScalePrior] = None
 
     def before_step(self, synced: Tensor) -> Optional[dict]:
         """Work due before this step's backward; returns what `restore` needs if the step is skipped."""
@@ -62,17 +64,21 @@ class Balancer:
 
 
 class FamoBalancer(Balancer):
-    """FAMO over the task losses, with fixed priors, or bit-share priors (`bit_share`) whose running shares set
-    the rates' priors and offsets at every step."""
+    """FAMO over the task losses, with fixed priors, or running priors set at every step: bit-share priors
+    (`bit_share`: the rates' priors and offsets from their shares of the bits) and/or loss-scale priors
+    (`loss_scale`: every task's prior its running gap, the R-D-anchored start; offsets from `bit_share` if any)."""
 
-    def __init__(self, famo: FAMO, update: str, bit_share: Optional[BitSharePrior] = None) -> None:
-        self.famo, self.update, self.bit_share = famo, update, bit_share
+    def __init__(self, famo: FAMO, update: str, bit_share: Optional[BitSharePrior] = None,
+                 loss_scale: Optional[LossScalePrior] = None) -> None:
+        self.famo, self.update, self.bit_share, self.loss_scale = famo, update, bit_share, loss_scale
+
+    def _running(self) -> dict:
+        """The running-prior modules in use, by name."""
+        return {name: module for name, module in (("bit_share", self.bit_share), ("loss_scale", self.loss_scale))
+                if module is not None}
 
     def _state(self) -> dict:
-        state = {"famo": self.famo.state_dict()}
-        if self.bit_share is not None:
-            state["bit_share"] = self.bit_share.state_dict()
-        return state
+        return {"famo": self.famo.state_dict()} | {name: m.state_dict() for name, m in self._running().items()}
 
     def before_step(self, synced: Tensor) -> Optional[dict]:
         if self.update != "next_batch":
@@ -84,12 +90,15 @@ class FamoBalancer(Balancer):
         return snapshot
 
     def objective(self, losses: Tensor, synced: Tensor) -> Tensor:
-        """FAMO's loss of the task losses [n_tasks]; with bit-share priors, first fold this batch's rates
-        (`synced`, identical on all ranks) into the shares and set priors [1, π] and offsets [m_D, −π]."""
+        """FAMO's loss of the task losses [n_tasks]. With running priors, first fold this batch's losses
+        (`synced`, identical on all ranks) into them: bit shares π set the offsets [m_D, −π] and priors [1, π];
+        loss-scale priors then replace the priors by the running gaps of `synced` above those offsets."""
         if self.bit_share is not None:
             share = self.bit_share.update(synced[1:])
             self.famo.set_priors(torch.cat([share.new_ones(1), share]))
             self.famo.set_min_losses(torch.cat([self.famo.min_losses[:1], -share]))
+        if self.loss_scale is not None:
+            self.famo.set_priors(self.loss_scale.update(synced - self.famo.min_losses + self.famo.eps))
         return self.famo.balanced_loss(losses)
 
     def backward(self, losses, synced, backward, params, reduce) -> Tensor:
@@ -107,8 +116,8 @@ class FamoBalancer(Balancer):
         if snapshot is None:
             return
         self.famo.load_state_dict(snapshot["famo"])
-        if self.bit_share is not None:
-            self.bit_share.load_state_dict(snapshot["bit_share"])
+        for name, module in self._running().items():
+            module.load_state_dict(snapshot[name])
 
     def weights(self) -> Tensor:
         return self.famo.weights()
@@ -155,9 +164,10 @@ class QPBalancer(Balancer):
 def build_balancer(balancing: str, task_set: str, n_tasks: int, *, famo_w_lr: float,
                    famo_gamma: Union[float, Sequence[float]], famo_update: str,
                    famo_min_losses: Union[float, Sequence[float]], task_priors, scale_weights,
-                   bit_share_decay: float) -> Balancer:
+                   bit_share_decay: float, loss_scale_decay: float = 0.9) -> Balancer:
     """The balancer a config asks for. For FAMO: `scale_weights` (fixed priors [1, 1, s1, s2, s3] of the
-    `scales` set) or `task_priors` (one per task, or "bit_share"); the `scales` set defaults to bit-share priors.
+    `scales` set) or `task_priors` (one per task, "bit_share", or "loss_scale": the R-D-anchored start, over the
+    `scales` set combined with bit-share offsets); the `scales` set defaults to bit-share priors.
     Conflicting settings are a `ConfigError`."""
     if balancing == "none":
         return Balancer()
@@ -172,16 +182,19 @@ def build_balancer(balancing: str, task_set: str, n_tasks: int, *, famo_w_lr: fl
         priors = [1.0, 1.0, *scale_weights]
     if priors is None and task_set == "scales":
         priors = "bit_share"
-    bit_share = None
+    bit_share = loss_scale = None
+    if priors == "loss_scale":
+        loss_scale = LossScalePrior(n_tasks, decay=loss_scale_decay)
+        priors = "bit_share" if task_set == "scales" else None  # the scales' offsets still come from their shares
     if priors == "bit_share":
         if task_set != "scales":
             raise ConfigError("task_priors 'bit_share' needs task_set 'scales' (it splits the rate by scale)")
         if not isinstance(famo_min_losses, (int, float)):
-            raise ConfigError("with task_priors 'bit_share', famo_min_losses is one float (the distortion's "
+            raise ConfigError(f"with task_priors {task_priors!r}, famo_min_losses is one float (the distortion's "
                               "offset); the rates' offsets are minus their bit shares")
         bit_share = BitSharePrior(n_tasks - 1, decay=bit_share_decay)
         priors = None
     # The step checks losses and gradients once (`_non_finite`); FAMO's own per-call checks would add reads.
     famo = FAMO(n_tasks, w_lr=famo_w_lr, gamma=famo_gamma, priors=priors, min_losses=famo_min_losses,
                 check_losses=False)
-    return FamoBalancer(famo, famo_update, bit_share)
+    return FamoBalancer(famo, famo_update, bit_share, loss_scale)
