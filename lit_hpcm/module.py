@@ -452,22 +452,24 @@ class LitHPCM(L.LightningModule):
         self._test_rows = []
 
     def test_step(self, batch, batch_idx):
-        for row in measure_images(self.model, zip(batch["image"], batch["name"])):
-            self._test_rows.append(row)
-            self.log_dict({logged: row[key] for key, logged in MEASURES.items() if logged}, on_epoch=True, batch_size=1)
+        """Measure each image; the rows are logged once, all ranks' together, in `on_test_epoch_end`."""
+        self._test_rows += measure_images(self.model, zip(batch["image"], batch["name"]))
+
+    def _gathered_test_rows(self) -> list[dict]:
+        """Every rank's rows on every rank, each image once (sorted by name), so all ranks hold the same list."""
+        if self.trainer.world_size == 1:
+            return self._test_rows
+        gathered = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, self._test_rows)
+        # DistributedSampler pads the last round with repeats of the first images: count each image once
+        unique = {}
+        for row in (r for part in gathered for r in part):
+            unique.setdefault(row["name"], row)
+        return [unique[name] for name in sorted(unique)]
 
     def on_test_epoch_end(self) -> None:
-        rows = self._test_rows
-        if self.trainer.world_size > 1:
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            # DistributedSampler pads the last round with repeats of the first images: count each image once
-            unique = {}
-            for row in (r for part in gathered for r in part):
-                unique.setdefault(row["name"], row)
-            rows = [unique[name] for name in sorted(unique)]
-        if not self.trainer.is_global_zero:
-            return
+        """Summarise all images once: the logged metrics, the printed line and test_results.json are one answer."""
+        rows = self._gathered_test_rows()
         hp = self.hparams
         summary = summarize(
             rows,
@@ -477,6 +479,13 @@ class LitHPCM(L.LightningModule):
                   "task_set": hp.task_set, "global_step": self._tested_step,
                   "checkpoint": str(self._tested_checkpoint) if self._tested_checkpoint else None},
         )
+        # Every rank logs the same means of the gathered rows: nothing to reduce, so no per-rank mean is logged.
+        # rank_zero_only makes sync_dist a no-op (no collective); sync_dist=True states the values are global.
+        means = {logged: summary["results"][key][0] for key, logged in MEASURES.items()
+                 if logged and key in summary["results"]}
+        self.log_dict(means, sync_dist=True, rank_zero_only=True)
+        if not self.trainer.is_global_zero:
+            return
         target = Path(hp.test_results) if hp.test_results else Path(self.trainer.default_root_dir) / "test_results.json"
         write_results(target, summary)
         self.print(f"lit-hpcm: test results for {len(rows)} images -> {target}")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import lightning as L
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from lit_hpcm.data import ImageDataModule, bundled_photos
+from lit_hpcm.evaluation.keys import MEASURES
 from lit_hpcm.module import LitHPCM
+from lit_hpcm.run_logger import RunCSVLogger
 
 
 def _images(folder, count: int) -> None:
@@ -26,20 +30,27 @@ def _trainer(tmp_path, **kwargs) -> L.Trainer:
     return L.Trainer(**(options | kwargs))
 
 
-def test_two_ranks_count_an_odd_number_of_images_once(tmp_path):
-    """3 images on 2 ranks: the DistributedSampler pads rank 1 with a repeat of img0; the results hold 3 rows."""
+def test_two_ranks_give_one_answer_for_an_odd_number_of_images(tmp_path, capfd):
+    """3 images on 2 ranks: the DistributedSampler pads rank 1 with a repeat of img0; the results hold 3 rows, and
+    the logged metrics (metrics.csv, the printed table) are their means, not rank 0's share; no sync warning."""
     _images(tmp_path / "test", 3)
     out = tmp_path / "results.json"
     torch.manual_seed(0)
     module = LitHPCM(preset="tiny", test_results=str(out))
     data = ImageDataModule(train_dir=str(tmp_path / "test"), val_dir=str(tmp_path / "test"),
                            test_dir=str(tmp_path / "test"), num_workers=0)
-    _trainer(tmp_path, devices=2, strategy="ddp_spawn").test(module, datamodule=data)
+    trainer = _trainer(tmp_path, devices=2, strategy="ddp_spawn", logger=RunCSVLogger(str(tmp_path)))
+    (printed,) = trainer.test(module, datamodule=data)
     results = json.loads(out.read_text())
     names = [row["name"] for row in results["per_image"]]
     assert names == ["img0.png", "img1.png", "img2.png"]
-    mean_bpp = sum(row["bpp"] for row in results["per_image"]) / 3
-    assert abs(results["results"]["bpp"][0] - mean_bpp) < 1e-12
+    (logged_row,) = csv.DictReader((tmp_path / "logs" / "version_0" / "metrics.csv").open())
+    for key, logged in ((key, logged) for key, logged in MEASURES.items() if logged):
+        mean = sum(row[key] for row in results["per_image"]) / 3
+        assert abs(results["results"][key][0] - mean) < 1e-12
+        assert float(logged_row[logged]) == pytest.approx(mean, rel=1e-6)
+        assert printed[logged] == pytest.approx(mean, rel=1e-6)
+    assert "sync_dist" not in capfd.readouterr().err
 
 
 def test_meta_records_the_tested_checkpoint_step_and_path(tmp_path):
