@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -49,11 +49,13 @@ __all__ = [
     "BUNDLED_TRAIN_PHOTOS",
     "EvalImages",
     "ImageDataModule",
+    "ReadableImages",
     "TrainCrops",
     "bundled_photos",
     "collate_eval",
     "pad_to_size",
     "random_crop",
+    "readable_eval_images",
 ]
 
 BUNDLED_TRAIN_PHOTOS = (
@@ -233,6 +235,27 @@ def _readable(paths: list[Path], limit: Optional[int]) -> tuple[list[Path], list
     return good, bad
 
 
+class ReadableImages(NamedTuple):
+    """What `readable_eval_images` found: the images to use, the files skipped, and the line that says so."""
+
+    images: EvalImages
+    skipped: list[Path]
+    message: Optional[str]  # None when every file was readable
+
+
+def readable_eval_images(what: str, paths: list[Path], root: Path, limit: Optional[int] = None) -> ReadableImages:
+    """The readable images among sorted ``paths`` (the first ``limit`` of them) and the unreadable ones.
+
+    Every file is decoded here, before anything is measured, so a bad file is skipped and counted up front
+    instead of aborting a run midway. ``ValueError`` naming ``what`` when none is readable.
+    """
+    good, bad = _readable(paths, limit)
+    message = _skipped_message(what, bad, len(good) + len(bad)) if bad else None
+    if not good:
+        raise ValueError(f"{what}: no readable images among {len(bad)} files")
+    return ReadableImages(EvalImages(good, root), bad, message)
+
+
 class ImageDataModule(LightningDataModule):
     """Training crops and evaluation images (see the module docstring for sources, seeding and bad files).
 
@@ -335,13 +358,11 @@ class ImageDataModule(LightningDataModule):
         return TrainCrops(paths, self.patch_size, length, self.seed, self.random_flips)
 
     def _make_eval_set(self, split: str, paths: list[Path], root: Path, limit: Optional[int] = None) -> EvalImages:
-        good, bad = _readable(paths, limit)
-        if bad:
-            warnings.warn(_skipped_message(f"{split}_dir", bad, len(good) + len(bad)), stacklevel=2)
-            self._eval_skipped += len(bad)
-        if not good:
-            raise ValueError(f"{split}_dir: no readable images among {len(bad)} files")
-        return EvalImages(good, root)
+        found = readable_eval_images(f"{split}_dir", paths, root, limit)
+        if found.message:
+            warnings.warn(found.message, stacklevel=2)
+            self._eval_skipped += len(found.skipped)
+        return found.images
 
     def setup(self, stage: str) -> None:
         """Build the datasets a stage needs ("fit": train + val; "validate"; "test"; "predict")."""

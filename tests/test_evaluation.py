@@ -487,6 +487,40 @@ def test_eval_checks_every_checkpoint_first_and_writes_only_when_asked(tmp_path,
     assert main(["eval", "--ckpt", good, "--data", "images", "-o", str(out)]) == 2  # exists: needs --force
 
 
+def test_eval_skips_and_counts_unreadable_images_before_measuring(tmp_path, monkeypatch, capsys, single_thread):
+    """A corrupt and a truncated file sorted after a good image: skipped and counted (one line), not an abort
+    after the good one was measured; a folder with no readable image is one error line."""
+    from PIL import Image
+
+    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.cli import main
+    from lit_hpcm.data import bundled_photos
+    from lit_hpcm.models import HPCM
+
+    ckpt = str(save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt"))
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    photo = Image.open(bundled_photos(("coffee.png",))[0]).convert("RGB")
+    photo.crop((0, 0, 64, 48)).save(images / "a.png")
+    (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    photo.crop((0, 0, 64, 48)).save(images / "sub" / "c.png")
+    (images / "sub" / "c.png").write_bytes((images / "sub" / "c.png").read_bytes()[:200])  # truncated
+    photo.crop((64, 0, 128, 48)).save(images / "d.png")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", ckpt, "--data", "images", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "lit-hpcm eval: --data: skipped 2 unreadable of 4 image files: images/b.png, images/sub/c.png" in err
+    document = json.loads(out.read_text())
+    assert [row["name"] for row in document["per_image"]] == ["a.png", "d.png"]
+    assert document["meta"]["skipped"] == ["b.png", "sub/c.png"] and "(2 images)" in document["description"]
+
+    for name in ("a.png", "d.png"):
+        (images / name).write_bytes(b"GIF89a")
+    assert main(["eval", "--ckpt", ckpt, "--data", "images"]) == 2
+    assert capsys.readouterr().err == "lit-hpcm eval: error: --data: no readable images among 4 files\n"
+
+
 def test_eval_progress_names_the_run_not_only_the_file():
     from pathlib import Path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ from .reporting import reporting_errors
 
 if TYPE_CHECKING:
     import torch
+
+    from ..data import ReadableImages
 
 # The runners import torch and the codec when they run, so that building the parser (`lit-hpcm --help`) does not.
 
@@ -86,14 +89,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoints import load_model
-    from ..data import EvalImages
+    from ..data import readable_eval_images
     from ..evaluation.measure import measure_images, summarize
     from ..evaluation.results import write_results
     from ..images import find_images
 
     if args.output is not None:
         _checked_output(args.output, [*args.ckpt, args.data], args.force)
-    images = EvalImages(find_images(args.data), args.data)  # the images and names `lit-hpcm test` uses
+    # the images and names `lit-hpcm test` uses, every file decoded first: an unreadable one is skipped and counted
+    found = readable_eval_images("--data", find_images(args.data), args.data)
+    if found.message:
+        print(f"lit-hpcm eval: {found.message}", file=sys.stderr)
+    images = found.images
     device = _device(args.device)
     for ckpt in args.ckpt:  # every file checked before any is measured: a bad last one costs no hours
         load_model(ckpt, args.preset, "cpu")
@@ -106,7 +113,7 @@ def run_eval(args: argparse.Namespace) -> int:
         points.append(summarize(model_rows, str(ckpt))["results"])
         rows += model_rows
         measured.append(ckpt)
-        document = _eval_document(args, points, rows, measured, len(images), device)
+        document = _eval_document(args, points, rows, measured, found, device)
         if args.output is not None:  # rewritten after every checkpoint: a later failure keeps these
             write_results(args.output, document)
     if args.output is not None:
@@ -115,16 +122,18 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict], measured: list, n_images: int,
-                   device: torch.device) -> dict:
-    """The results document of the checkpoints measured so far, points sorted by rate."""
+def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict], measured: list,
+                   found: ReadableImages, device: torch.device) -> dict:
+    """The results document of the checkpoints measured so far, points sorted by rate; `meta.skipped` names the
+    unreadable files (relative to --data) that no point includes."""
     order = sorted(range(len(points)), key=lambda i: points[i]["bpp"][0])
     keys = [k for k in points[0] if all(k in p for p in points)]
     return {
         "name": args.name,
-        "description": f"lit-hpcm eval on {args.data} ({n_images} images), real bitstreams, 8-bit PSNR; bpp counts "
-                       "the entropy-coded strings, bpp-file the whole .hpcm file",
-        "meta": {"checkpoints": [str(measured[i]) for i in order], "device": str(device)},
+        "description": f"lit-hpcm eval on {args.data} ({len(found.images)} images), real bitstreams, 8-bit PSNR; "
+                       "bpp counts the entropy-coded strings, bpp-file the whole .hpcm file",
+        "meta": {"checkpoints": [str(measured[i]) for i in order], "device": str(device),
+                 "skipped": [path.relative_to(args.data).as_posix() for path in found.skipped]},
         "results": {k: [points[i][k][0] for i in order] for k in keys},
         "per_image": rows,
     }
