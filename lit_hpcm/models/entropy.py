@@ -89,6 +89,28 @@ class GeneralizedGaussianConditional(GaussianConditional):
             lik = self._likelihood(values.float(), scales.float())
             return self.likelihood_lower_bound(lik)
 
+    def update(self) -> None:
+        """Build the quantized CDF tables from `scale_table`, on the CPU in float64, whatever the module's device.
+
+        CompressAI builds them on the buffers' device in float32, so a table built on a GPU (test, predict) and
+        one built on the CPU (compress, decompress, eval) could differ in a few entries, and a file would then
+        decode with other tables than it was coded with. Built here one way, they depend on the scales only,
+        which the model fingerprint covers. The buffers are then moved to the module's device:
+        `_quantized_cdf` [S, max_length + 2] int32, `_offset` and `_cdf_length` [S] int32.
+        """
+        device = self.scale_table.device
+        scales = self.scale_table.detach().to("cpu", torch.float64)
+        pmf_center = torch.ceil(scales * -self._standardized_quantile(self.tail_mass / 2)).int()
+        pmf_length = 2 * pmf_center + 1
+        max_length = int(pmf_length.max())
+        samples = (torch.arange(max_length, dtype=torch.int32) - pmf_center[:, None]).abs().double()
+        upper = self._standardized_cumulative((0.5 - samples) / scales[:, None])
+        lower = self._standardized_cumulative((-0.5 - samples) / scales[:, None])
+        cdf = self._pmf_to_cdf(upper - lower, 2 * lower[:, :1], pmf_length, max_length)
+        self._quantized_cdf = cdf.to(device)
+        self._offset = (-pmf_center).to(device)
+        self._cdf_length = (pmf_length + 2).to(device)
+
     def table(self) -> tuple[list, list, list]:
         """CDF tables as the rANS coder wants them: (quantized cdfs, lengths, offsets)."""
         self._check_cdf_size()

@@ -13,7 +13,10 @@ test does) to a multiple of `config.pad_multiple` and the output is cropped back
 
 from __future__ import annotations
 
+import functools
 import zlib
+from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +77,42 @@ def _hyper_synthesis(c: HPCMConfig) -> nn.Sequential:
     return nn.Sequential(up2(n, n), *(block(n) for _ in range(c.hyper_depth)), up2(n, 2 * m), block(2 * m))
 
 
+LAYOUT_CACHE_SIZE = 4
+"""Latent sizes whose `LatentLayout` stays cached: a training run uses one or two, a test set cycles through a few;
+each entry holds index maps of the latent's size on its device (~310 MB at 2048×1536 for Base)."""
+
+# Coding arithmetic: torch's defaults, whatever a trainer or the fast path set (files record only the device kind).
+_CODING_FLAGS = ((torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", True),
+                 (torch.backends.cudnn, "benchmark", False), (torch.backends.cudnn, "deterministic", False))
+
+
+@contextmanager
+def coding_arithmetic(device_type: str):
+    """Encode, decode and build tables with fixed arithmetic: autocast off (whatever the trainer's precision: a bf16
+    synthesis or bf16-rounded symbols would tie a file to a training setting) and the TF32 / cuDNN autotuning
+    flags at torch's defaults (what `lit-hpcm compress`/`decompress` use), restored afterwards."""
+    saved = [getattr(owner, name) for owner, name, _ in _CODING_FLAGS]
+    try:
+        for owner, name, value in _CODING_FLAGS:
+            setattr(owner, name, value)
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        for (owner, name, _), value in zip(_CODING_FLAGS, saved):
+            setattr(owner, name, value)
+
+
+def _coding(method):
+    """`method` of an HPCM under no_grad and `coding_arithmetic` on the device of the model's parameters."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with torch.no_grad(), coding_arithmetic(next(self.parameters()).device.type):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 def centred_padding(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) zero padding that brings H×W up to multiples of `multiple`."""
     ph = -height % multiple
@@ -112,7 +151,7 @@ class HPCM(nn.Module):
         self.hyperprior = PerChannelZCodec(c.hyper_channels)
         self.context = ProgressiveContext(c)
         self.y_entropy = GeneralizedGaussianConditional(official_scale_table().tolist())
-        self._layouts: dict[tuple, LatentLayout] = {}
+        self._layouts: OrderedDict[tuple, LatentLayout] = OrderedDict()  # LRU of LAYOUT_CACHE_SIZE entries
         self._fingerprint: int | None = None  # see fingerprint()
 
     # -- geometry -------------------------------------------------------------------------------
@@ -122,10 +161,15 @@ class HPCM(nn.Module):
         return F.pad(x, centred_padding(*x.shape[-2:], self.config.pad_multiple))
 
     def layout(self, height: int, width: int, device: torch.device) -> LatentLayout:
-        """Static masks and index maps for a latent of height×width (cached per size and device)."""
+        """Static masks and index maps for a latent of height×width (the LAYOUT_CACHE_SIZE most recently used
+        sizes and devices stay cached, so memory does not grow with every image size a run meets)."""
         key = (height, width, str(device))
-        if key not in self._layouts:
+        if key in self._layouts:
+            self._layouts.move_to_end(key)
+        else:
             self._layouts[key] = LatentLayout(self.config.latent_channels, height, width, device)
+            while len(self._layouts) > LAYOUT_CACHE_SIZE:
+                self._layouts.popitem(last=False)
         return self._layouts[key]
 
     def prepare_layout(self, x: torch.Tensor) -> LatentLayout:
@@ -177,8 +221,12 @@ class HPCM(nn.Module):
         return bits
 
     # -- entropy coding --------------------------------------------------------------------------
+    @_coding
     def update(self, scale_table: torch.Tensor | None = None, force: bool = True) -> bool:
-        """Build the CDF tables: y from `scale_table` (default: the official 60 levels), z per channel."""
+        """Build the CDF tables: y from `scale_table` (default: the official 60 levels), z per channel (both on the
+        CPU in float64, `GeneralizedGaussianConditional.update`), and put 4-D weights back in the default NCHW
+        layout, which coding uses whatever layout training chose (`channels_last`)."""
+        self.to(memory_format=torch.contiguous_format)
         table = official_scale_table() if scale_table is None else scale_table
         self.y_entropy.update_scale_table(torch.as_tensor(table).tolist(), force=force)
         self.hyperprior.update()
@@ -195,7 +243,7 @@ class HPCM(nn.Module):
             self._fingerprint = crc
         return self._fingerprint
 
-    @torch.no_grad()
+    @_coding
     def compress(self, x: torch.Tensor) -> dict:
         y = self._transform(self.g_a, self._pad(x))
         z = self.h_a(y)
@@ -206,7 +254,7 @@ class HPCM(nn.Module):
         y_strings, symbol_crc = encoder.strings()
         return {"strings": [y_strings, z_strings], "shape": tuple(x.shape[-2:]), "symbol_crc": symbol_crc}
 
-    @torch.no_grad()
+    @_coding
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
         y_size = self._latent_size(tuple(shape))
         z_hat = self.hyperprior.decompress(strings[1], (y_size[0] // 4, y_size[1] // 4))
