@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from .bit_share import BitSharePrior
 from .famo import FAMO
 from .loss_scale import LossScalePrior
-from .qp import qp_weights
+from .qp import gram_matrix, qp_weights
 
 Backward = Callable[[Tensor], None]  # the LightningModule's manual_backward
 Parameters = Callable[[], Sequence[Tensor]]  # the parameters this step trains (asked for only by the QP)
@@ -145,10 +145,10 @@ class QPBalancer(Balancer):
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                    for g, p in zip(grads, params)]))
         task_grads = reduce(torch.stack(rows))  # [n, P]
-        gram = task_grads @ task_grads.T
+        gram = gram_matrix(task_grads)  # float64
         # Non-finite losses give non-finite gradients (the step is then skipped); keep the solve itself defined.
         gram = torch.where(torch.isfinite(gram).all(), gram, torch.eye(len(logs), dtype=gram.dtype, device=gram.device))
-        weights = qp_weights(gram)
+        weights = qp_weights(gram).to(task_grads.dtype)
         self.last_weights = weights.detach()
         combined = weights @ task_grads
         start = 0

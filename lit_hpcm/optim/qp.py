@@ -22,11 +22,28 @@ RIDGE = 1e-10
 """Diagonal added to the Gram matrix, relative to its mean diagonal entry."""
 
 
+def gram_matrix(rows: Tensor) -> Tensor:
+    """Gram matrix ``G_ij = <g_i, g_j>`` [n, n] in float64 of task gradients ``rows`` [n, P].
+
+    Each entry is a float64 dot product: not a float32 matmul, which a GPU runs in TF32 when training allows it
+    (10-bit mantissas: near-parallel gradients would then give a Gram matrix, and weights, of noise).
+    n (n + 1) / 2 dot products, two rows in float64 at a time (no [n, P] float64 copy).
+    """
+    n = rows.shape[0]
+    gram = rows.new_zeros((n, n), dtype=torch.float64)
+    for i in range(n):
+        row = rows[i].double()
+        for j in range(i, n):
+            gram[i, j] = gram[j, i] = torch.dot(row, rows[j].double())
+    return gram
+
+
 def qp_weights(gram: Tensor) -> Tensor:
     """Weights ``w`` [n] (summing to 1) minimising ``w^T G w`` over the plane ``sum w = 1``, for ``G`` [n, n].
 
     Solved in float64 (the Gram entries of large models span many orders of magnitude); returned in
-    ``gram``'s dtype. Never reads the device.
+    ``gram``'s dtype. Never reads the device: `solve_ex` without its error check (a singular ``G`` gives
+    non-finite weights, hence non-finite gradients, which the training step's one check skips).
     """
     if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
         raise ValueError(f"the Gram matrix must be square, got shape {tuple(gram.shape)}")
@@ -34,6 +51,7 @@ def qp_weights(gram: Tensor) -> Tensor:
     n = g.shape[0]
     scale = g.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
     eye = torch.eye(n, dtype=g.dtype, device=g.device)
-    solution = torch.linalg.solve(g + RIDGE * scale * eye, torch.ones(n, 1, dtype=g.dtype, device=g.device))
+    ones = torch.ones(n, 1, dtype=g.dtype, device=g.device)
+    solution, _ = torch.linalg.solve_ex(g + RIDGE * scale * eye, ones, check_errors=False)
     weights = solution.squeeze(1) / solution.sum()
     return weights.to(gram.dtype)
