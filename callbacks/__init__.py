@@ -1,6 +1,6 @@
 """Training policy for LitHPCM as Lightning callbacks: γ schedules, progressive unfreezing, per-scale early
-stopping and best-K + last-N checkpointing. They change only what the module exposes (``set_gamma``,
-``set_lr_multipliers``, ``set_frozen``) and read logged metrics.
+stopping, best-K + last-N checkpointing, and an EMA of the weights without host syncs. They change only what the
+module exposes (``set_gamma``, ``set_lr_multipliers``, ``set_frozen``) and read logged metrics.
 
 The names load their module on first use, so the command-line tools can read the γ strategies without
 importing Lightning.
@@ -12,6 +12,7 @@ import importlib
 
 _WHERE = {
     "AdaptiveGamma": "adaptive_gamma",
+    "EMA": "ema",
     "ProgressiveUnfreezing": "unfreezing",
     "ScaleEarlyStopping": "scale_early_stopping",
     "TopKCheckpoint": "topk_checkpoint",
