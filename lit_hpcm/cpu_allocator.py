@@ -7,7 +7,9 @@ minor faults per eval forward of a 768×512 image, each a trip into the kernel. 
 threshold raised to 1 GiB and trimming off, freed blocks stay in the heap and the next step reuses them already
 mapped (measured in docs/PERFORMANCE.md). The price: the process keeps the memory of its peak until it exits.
 
-`lit-hpcm` applies this at start; set `LIT_HPCM_KEEP_FREED_MEMORY=0` to leave the C library's defaults.
+Applied where it pays: by `lit-hpcm`'s tool commands (compress, decompress, eval, ...) at start, and by
+`LitHPCM.setup` when the trainer runs on the CPU; not in GPU ranks, where each process would only keep its
+host-memory peak. Set `LIT_HPCM_KEEP_FREED_MEMORY=0` to leave the C library's defaults.
 """
 
 from __future__ import annotations

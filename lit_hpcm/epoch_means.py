@@ -24,7 +24,6 @@ class EpochMeans:
         self.names: tuple[str, ...] = ()
         self.sums: Optional[torch.Tensor] = None  # [len(names)]
         self.count = 0  # images
-        self.batches = 0
 
     def add(self, values: dict[str, torch.Tensor], batch_size: int, epoch: int) -> None:
         """Add one batch of `epoch` (the same names every batch); the sums start again when the epoch changes.
@@ -32,11 +31,10 @@ class EpochMeans:
         around the epoch boundary when it resumes from a checkpoint written in the last batch's end hook.)"""
         weighted = torch.stack([value.detach().float() for value in values.values()]) * batch_size
         if epoch != self.epoch or self.sums is None:
-            self.epoch, self.names, self.sums, self.count, self.batches = epoch, tuple(values), weighted, 0, 0
+            self.epoch, self.names, self.sums, self.count = epoch, tuple(values), weighted, 0
         else:
             self.sums = self.sums + weighted
         self.count += batch_size
-        self.batches += 1
 
     def means(self) -> dict[str, torch.Tensor]:
         if not self.count:
@@ -45,9 +43,8 @@ class EpochMeans:
 
     def state_dict(self) -> dict:
         sums = None if self.sums is None else self.sums.cpu()
-        return {"epoch": self.epoch, "names": self.names, "sums": sums, "count": self.count, "batches": self.batches}
+        return {"epoch": self.epoch, "names": self.names, "sums": sums, "count": self.count}
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        self.epoch, self.names, self.count, self.batches = (state["epoch"], tuple(state["names"]), state["count"],
-                                                            state["batches"])
+        self.epoch, self.names, self.count = state["epoch"], tuple(state["names"]), state["count"]
         self.sums = None if state["sums"] is None else state["sums"].to(device)

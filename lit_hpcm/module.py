@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 
-from . import codec
+from . import codec, rng_states
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
+from .cpu_allocator import keep_freed_memory
 from .epoch_means import EpochMeans
 from .errors import ConfigError
 from .evaluation.keys import MEASURES
@@ -188,6 +189,7 @@ class LitHPCM(L.LightningModule):
         self._loaded_step: Optional[int] = None  # global step of the checkpoint loaded last (test's meta)
         self._resume_logged_batches: Optional[int] = None  # logging step to restore at the start of a resumed fit
         self._compiled_forward = None
+        self._device_copies: dict[str, tuple[float, torch.Tensor]] = {}  # see _on_device
         if init_weights:
             load_into(self.model, load_weights(init_weights, preset), init_weights)
 
@@ -239,13 +241,19 @@ class LitHPCM(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
-        """Fast-path settings: TF32, memory layout, and the compiled training forward (fit only)."""
+        """CPU training keeps freed memory (`lit_hpcm.cpu_allocator`); fast-path settings for fit only: TF32, memory
+        layout and the compiled training forward. Test and predict code with fixed arithmetic
+        (`lit_hpcm.models.hpcm.coding_arithmetic`), which no training setting reaches."""
         hp = self.hparams
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            keep_freed_memory()  # not in GPU ranks: there it would only keep each process's host-memory peak
+        if stage != "fit":
+            return
         torch.backends.cuda.matmul.allow_tf32 = hp.tf32
         torch.backends.cudnn.allow_tf32 = hp.tf32
         if hp.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if stage != "fit" or self._compiled_forward is not None:
+        if self._compiled_forward is not None:
             return
         if self._trainer is not None and getattr(self._trainer.precision_plugin, "scaler", None) is not None:
             # A step with non-finite gradients is skipped before the loss scaler could lower its scale.
@@ -293,7 +301,22 @@ class LitHPCM(L.LightningModule):
 
     def _synced(self, losses: torch.Tensor) -> torch.Tensor:
         """Task losses averaged over DDP ranks (identical on every rank), detached."""
-        return self.trainer.strategy.reduce(losses.detach().clone(), reduce_op="mean")
+        return self._rank_mean(losses.detach())
+
+    def _rank_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A new tensor: `tensor` (any shape, same on every rank) averaged over DDP ranks by one all-reduce.
+
+        Not `strategy.reduce`, which puts a barrier before every all-reduce; NCCL averages itself (op AVG),
+        gloo (CPU) sums and divides."""
+        result = tensor.clone()
+        if self._trainer is None or self.trainer.world_size == 1:
+            return result
+        dist = torch.distributed
+        if dist.get_backend() == dist.Backend.NCCL:
+            dist.all_reduce(result, op=dist.ReduceOp.AVG)
+            return result
+        dist.all_reduce(result, op=dist.ReduceOp.SUM)
+        return result.div_(self.trainer.world_size)
 
     def training_step(self, batch, batch_idx):
         x = _images(batch)
@@ -303,7 +326,7 @@ class LitHPCM(L.LightningModule):
         snapshot = self.balancer.before_step(synced)
         optimizer.zero_grad(set_to_none=True)
         objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters,
-                                           lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
+                                           self._rank_mean)
         self._drop_frozen_grads()
         stepped = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in stepped]) if stepped else losses.new_zeros(())
@@ -328,10 +351,12 @@ class LitHPCM(L.LightningModule):
     # -- freezing and per-group learning rates (set by callbacks through these two methods only) ----------
     def set_frozen(self, groups: Iterable[str], managed: Iterable[str]) -> None:
         """Freeze exactly `groups` (parameter group names). Their gradients are dropped inside the training step,
-        which is safe under DDP; in a single process the `managed` groups' parameters also get requires_grad
-        switched (frozen: off), which only saves compute."""
+        which is safe under DDP and with `cuda_graphs`; otherwise (one process, eager or compiled) the `managed`
+        groups' parameters also get requires_grad switched (frozen: off), which only saves compute. (A CUDA graph
+        computes the gradients of the parameters that required them at capture, forever: switching requires_grad
+        would never train a group released later.)"""
         self.frozen_groups = set(groups)
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if self.hparams.cuda_graphs or (self._trainer is not None and self.trainer.world_size > 1):
             return
         managed = set(managed)
         for group, members in self.model.parameter_groups().items():
@@ -381,8 +406,9 @@ class LitHPCM(L.LightningModule):
             return
         self.epoch_means.add(values, batch_size, self.current_epoch)  # logged as train/*_epoch at the epoch's end
         self.log_dict({f"{name}_step": value for name, value in values.items()}, on_step=True, on_epoch=False)
-        extra = {"train/skipped_steps": float(self.skipped_steps)}
-        extra |= {f"lr/{g['name']}": g["lr"] for g in self.optimizers().param_groups}
+        host = {"train/skipped_steps": float(self.skipped_steps)}
+        host |= {f"lr/{g['name']}": float(g["lr"]) for g in self.optimizers().param_groups}
+        extra = self._on_device(host)
         weights = self.balancer.weights()
         if weights is not None:  # 0-d tensors, not floats: reading them here would stall the GPU every step
             extra |= {f"weight/{n}": w for n, w in zip(self.task_names, weights)}
@@ -390,12 +416,25 @@ class LitHPCM(L.LightningModule):
             extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, self.gamma)}
         self.log_dict(extra, on_step=True, on_epoch=False)
 
+    def _on_device(self, values: dict[str, float]) -> dict[str, torch.Tensor]:
+        """0-d float32 tensors on the module's device for host values (learning rates, the skip count), copied
+        there only when a value changes: a logged Python float is copied to the device, with a synchronize, at
+        every step."""
+        cache = self._device_copies
+        for name, value in values.items():
+            if name not in cache or cache[name][0] != value or cache[name][1].device != self.device:
+                cache[name] = (value, torch.tensor(value, dtype=torch.float32, device=self.device))
+        return {name: cache[name][1] for name in values}
+
     # -- schedulers --------------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
-        """The epoch's train/*_epoch means, for a whole epoch only: a fit stopped by max_steps mid-epoch logs
-        none for that part-epoch (a resumed run logs the whole epoch's means when it completes it)."""
+        """The epoch's train/*_epoch means (over its trained steps), for a whole epoch only: a fit stopped by max_steps
+        mid-epoch logs none for that part-epoch (a resumed run logs the whole epoch's means when it completes it).
+        Whole = every batch processed, skipped steps included (Lightning's progress, restored on resume)."""
+        self._restore_logging_step()  # a fit resumed from a checkpoint of this hook repeats it first
         means = self.epoch_means
-        if means.epoch == self.current_epoch and means.batches >= self.trainer.num_training_batches:
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if means.epoch == self.current_epoch and processed >= self.trainer.num_training_batches:
             means = {f"{name}_epoch": value for name, value in self.epoch_means.means().items()}
             self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -510,9 +549,7 @@ class LitHPCM(L.LightningModule):
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Besides weights and optimizer: counters, freezing, and the RNG states that drive training noise."""
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng = rng_states.gather_states(rng_states.own_states(self._device_generator()), self._all_gather)
         checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "frozen_groups": sorted(self.frozen_groups),
                                   "lr_multipliers": dict(self.lr_multipliers), "rng": rng,
                                   "logged_batches": self._logged_batches(),
@@ -533,13 +570,17 @@ class LitHPCM(L.LightningModule):
         return loop._batches_that_stepped + (1 if in_batch_end or self.trainer.validating else 0)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        """At the first batch of a resumed fit, put back the logging step the checkpoint recorded: Lightning 2.6
-        restarts its counter assuming the checkpoint was written inside on_train_batch_end, so after a checkpoint
-        written at an epoch's end the resumed run's rows would sit one step later than the unkilled run's."""
+        self._restore_logging_step()
+        self._step_epoch_scheduler()
+
+    def _restore_logging_step(self) -> None:
+        """At the first batch or epoch end of a resumed fit, put back the logging step the checkpoint recorded:
+        Lightning 2.6 restarts its counter assuming the checkpoint was written inside on_train_batch_end, so after
+        a checkpoint written at an epoch's end the resumed run's rows would sit one step later than the unkilled
+        run's (the repeated epoch-end row too, which the log then could not recognise as already written)."""
         if self._resume_logged_batches is not None:
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_logged_batches
             self._resume_logged_batches = None
-        self._step_epoch_scheduler()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
@@ -553,8 +594,18 @@ class LitHPCM(L.LightningModule):
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))
         self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))
-        rng = state.get("rng", {})
-        if "cpu" in rng:
-            torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rng_states.restore_states(state.get("rng", {}), rank, self._device_generator())
+
+    def _device_generator(self) -> Optional[rng_states.DeviceGenerator]:
+        """This rank's accelerator generator (the trainer's root device: known before the model is moved there)."""
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        return rng_states.device_generator(device)
+
+    def _all_gather(self, obj) -> list:
+        """[obj of rank 0, obj of rank 1, ...]: a picklable object from every DDP rank ([obj] in one process)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return [obj]
+        gathered = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered

@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..compressai_core import load_coding_core
     from ..cpu_allocator import keep_freed_memory
 
-    keep_freed_memory()
     load_coding_core()  # before anything imports CompressAI
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
+    if argv and argv[0] in LIGHTNING_COMMANDS:  # LitHPCM.setup keeps freed memory where it trains on the CPU
         from .lightning import run_lightning
 
         return run_lightning(argv)
+    keep_freed_memory()
     args = _tools_parser().parse_args(argv)
     return args.func(args)
