@@ -197,6 +197,56 @@ def test_rd_plot_axes_follow_the_users_curves(tmp_path, monkeypatch):
         plots.rd_plot(curves, "psnr", tmp_path / "c.png", focus=["nobody"])
 
 
+def test_rd_plot_says_which_curves_are_outside_and_xlim_alone_brings_them_in(tmp_path, monkeypatch, capsys):
+    """A demo curve far below the Kodak references: the legend marks the references not drawn and the command
+    names them; --xlim alone spans the quality axis over every curve in that bpp range, so they show."""
+    from lit_hpcm.evaluation import plots
+
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, out_png):
+        (ax,) = fig.axes
+        seen.update(legend=[t.get_text() for t in ax.get_legend().get_texts()], y=ax.get_ylim())
+        return real_save(fig, out_png)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    mine = write_results(tmp_path / "mine.json", RDCurve("mine", "psnr", (0.02, 0.03, 0.04, 0.05), (17, 18, 19, 20)))
+    argv = ["rd-plot", str(mine), "--ref", "vtm-kodak", "hpcm-base-kodak", "-o", str(tmp_path / "rd.png")]
+    args = _parse(argv)
+    assert args.func(args) == 0
+    assert seen["legend"] == ["mine", "vtm-kodak (outside these axes)", "hpcm-base-kodak (outside these axes)"]
+    assert capsys.readouterr().out.splitlines()[-1].endswith("--ylim): vtm-kodak, hpcm-base-kodak")
+
+    args = _parse([*argv, "--xlim", "0", "0.3"])
+    assert args.func(args) == 0
+    assert seen["legend"] == ["mine", "vtm-kodak", "hpcm-base-kodak"]
+    low, high = seen["y"]
+    vtm = get_reference("vtm-kodak")
+    at_0_3 = max(v for b, v in zip(vtm.bpp, vtm.values) if b <= 0.3)  # VTM's best PSNR within the range
+    assert low < 17 and at_0_3 < high < 40 and "not drawn" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no curve has points within --xlim"):
+        plots.plot_limits([get_reference("vtm-kodak")], xlim=(5, 6))
+
+
+def test_points_within_a_box_include_a_line_crossing_it_without_a_point_inside():
+    from lit_hpcm.evaluation.plots import curves_outside, points_within
+
+    crossing = RDCurve("crossing", "psnr", (0.1, 0.9), (20, 40))
+    # 25 dB per bpp: the line enters the box at 29 dB (0.46 bpp) and leaves it at 31 dB (0.54 bpp)
+    assert points_within(crossing, (0.4, 0.6), (29, 31)).ravel().tolist() == pytest.approx([0.46, 29, 0.54, 31])
+    assert curves_outside([crossing, RDCurve("dot", "psnr", (2.0,), (30,))], (0.4, 0.6), (29, 31)) == ["dot"]
+
+
+def test_rd_plot_help_lists_the_reference_names_whole():
+    from lit_hpcm.cli.evaluation_commands import register_rd_plot
+
+    subparsers = argparse.ArgumentParser(prog="lit-hpcm").add_subparsers()
+    text = register_rd_plot(subparsers).format_help()
+    words = set(text.replace(",", " ").replace(";", " ").split())
+    assert set(list_references()) <= words
+
+
 def test_bd_table_rows_explain_incomparable_curves():
     short = RDCurve("short", "psnr", ANCHOR_BPP[:3], ANCHOR_PSNR[:3])
     curves = [get_reference("vtm-kodak"), get_reference("hpcm-base-kodak"), short]

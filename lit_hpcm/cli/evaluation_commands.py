@@ -8,17 +8,18 @@ unusable — a missing file, a curve BD metrics cannot use, a run folder without
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from .reporting import reporting_errors
 from ..evaluation.bd import METHODS
-from ..evaluation.reference import METRICS
+from ..evaluation.reference import METRICS, get_reference, list_references
 
 
 @reporting_errors("rd-plot")
 def run_rd_plot(args: argparse.Namespace) -> int:
     """Plot result files and reference curves, and tabulate BD metrics against the anchor."""
-    from ..evaluation.plots import bd_table, rd_plot, write_table
+    from ..evaluation.plots import bd_table, curves_outside, plot_limits, rd_plot, write_table
     from ..evaluation.results import read_curve
 
     sources = [*args.results, *args.ref]
@@ -27,14 +28,31 @@ def run_rd_plot(args: argparse.Namespace) -> int:
     curves = [read_curve(source, args.metric) for source in sources]
     anchor = args.anchor or (args.ref[0] if args.ref else curves[0].name)
     rows = bd_table(curves, anchor, method=args.method)
-    focus = [curve.name for curve in curves[: len(args.results)]]  # the axes follow the user's curves
-    png = rd_plot(curves, args.metric, args.output, title=args.title, focus=focus or None,
-                  xlim=tuple(args.xlim) if args.xlim else None, ylim=tuple(args.ylim) if args.ylim else None)
+    focus = [curve.name for curve in curves[: len(args.results)]] or None  # the axes follow the user's curves
+    xlim, ylim = (tuple(args.xlim) if args.xlim else None), (tuple(args.ylim) if args.ylim else None)
+    png = rd_plot(curves, args.metric, args.output, title=args.title, focus=focus, xlim=xlim, ylim=ylim)
     md_path = png.with_name(f"{png.stem}_bd.md")
     csv_path = png.with_name(f"{png.stem}_bd.csv")
     write_table(rows, md_path, csv_path, title=f"BD metrics vs {anchor} ({args.metric}, {args.method})")
     print(f"wrote {png}, {md_path}, {csv_path}")
+    outside = curves_outside(curves, *plot_limits(curves, focus, xlim, ylim))
+    if outside:
+        print(f"not drawn, outside the axes (marked so in the legend; widen with --xlim or --ylim): "
+              f"{', '.join(outside)}")
     return 0
+
+
+def _reference_help() -> str:
+    """The --ref help: the built-in curve names by metric."""
+    names = {metric: [n for n in list_references() if get_reference(n).metric == metric] for metric in METRICS}
+    return "built-in reference curve(s); " + "; ".join(f"{metric}: {', '.join(names[metric])}" for metric in METRICS)
+
+
+class _WholeNames(argparse.HelpFormatter):
+    """Help text wrapped at spaces only, so curve names such as hpcm-base-kodak stay whole (copyable)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 @reporting_errors("sweep-grid")
@@ -78,10 +96,11 @@ def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="plot R-D curves and tabulate BD-rate against an anchor",
         description="Plot R-D curves from results JSON files and built-in reference curves, and write "
         "BD-rate / BD-quality of every curve against the anchor next to the plot.",
+        formatter_class=_WholeNames,
     )
     parser.add_argument("results", nargs="*", metavar="RESULTS.json", help="results files (CompressAI layout)")
     parser.add_argument(
-        "--ref", action="extend", nargs="+", default=[], metavar="NAME", help="built-in reference curve(s)"
+        "--ref", action="extend", nargs="+", default=[], metavar="NAME", help=_reference_help()
     )
     parser.add_argument("--metric", choices=METRICS, default="psnr", help="quality axis (default: psnr)")
     parser.add_argument(
@@ -90,8 +109,10 @@ def register_rd_plot(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--method", choices=METHODS, default="pchip", help="BD interpolation (default: pchip)")
     parser.add_argument("--title", help="plot title (default: names the metric)")
     parser.add_argument("--xlim", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="bpp range (default: the results files' curves, references clipped to it)")
-    parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"), help="quality range")
+                        help="bpp range (default: the results files' curves, references clipped to it; with "
+                        "--xlim alone the quality axis spans every curve within it)")
+    parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="quality range (with --ylim alone the bpp axis spans every curve within it)")
     parser.add_argument("-o", "--output", type=Path, default=Path("rd.png"), help="output PNG (default: rd.png)")
     parser.set_defaults(func=run_rd_plot)
     return parser

@@ -32,19 +32,75 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     return out_png
 
 
+def _padded(values: np.ndarray, margin: float) -> tuple[float, float]:
+    """(low, high) spanning ``values`` with a relative ``margin`` on each side (1.0 when they are all 0)."""
+    low, high = float(values.min()), float(values.max())
+    pad = (high - low) * margin or abs(high) * margin or 1.0
+    return low - pad, high + pad
+
+
 def axis_limits(
     curves: Sequence[RDCurve], margin: float = 0.08
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """(x, y) limits spanning ``curves`` with a relative ``margin`` on each side."""
     xs = np.concatenate([np.asarray(c.bpp, dtype=float) for c in curves])
     ys = np.concatenate([np.asarray(c.values, dtype=float) for c in curves])
+    return _padded(xs, margin), _padded(ys, margin)
 
-    def padded(values: np.ndarray) -> tuple[float, float]:
-        low, high = float(values.min()), float(values.max())
-        pad = (high - low) * margin or abs(high) * margin or 1.0
-        return low - pad, high + pad
 
-    return padded(xs), padded(ys)
+Limits = tuple[float, float]
+_UNBOUNDED: Limits = (-math.inf, math.inf)
+
+
+def _clip(p: np.ndarray, q: np.ndarray, xlim: Limits, ylim: Limits) -> list[np.ndarray]:
+    """The part of segment p-q ([2] points) inside the box ``xlim`` × ``ylim``: its two ends, or [] (Liang-Barsky)."""
+    start, end = 0.0, 1.0
+    d = q - p
+    for delta, distance in ((-d[0], p[0] - xlim[0]), (d[0], xlim[1] - p[0]),
+                            (-d[1], p[1] - ylim[0]), (d[1], ylim[1] - p[1])):
+        if delta == 0:
+            if distance < 0:
+                return []
+        elif delta < 0:
+            start = max(start, distance / delta)
+        else:
+            end = min(end, distance / delta)
+    return [p + start * d, p + end * d] if start <= end else []
+
+
+def points_within(curve: RDCurve, xlim: Limits = _UNBOUNDED, ylim: Limits = _UNBOUNDED) -> np.ndarray:
+    """[N, 2] (bpp, value) points of ``curve``'s drawn line (points joined in bpp order) inside the box: its points
+    there and where its segments cross the box's edges. Empty ([0, 2]) when nothing of it shows in the box."""
+    order = np.argsort(curve.bpp)
+    line = np.stack([np.asarray(curve.bpp)[order], np.asarray(curve.values)[order]], axis=1)
+    segments = zip(line, line[1:]) if len(line) > 1 else [(line[0], line[0])]
+    inside = [point for p, q in segments for point in _clip(p, q, xlim, ylim)]
+    return np.stack(inside) if inside else np.empty((0, 2))
+
+
+def plot_limits(
+    curves: Sequence[RDCurve],
+    focus: Sequence[str] | None = None,
+    xlim: Limits | None = None,
+    ylim: Limits | None = None,
+    margin: float = 0.08,
+) -> tuple[Limits, Limits]:
+    """The (x, y) limits `rd_plot` draws: ``xlim`` / ``ylim`` where given; an axis left free spans what every curve
+    shows within the given one (so ``--xlim`` alone brings the references in that bpp range into view); without
+    either, both span the curves named in ``focus`` (all curves when None)."""
+    if xlim is None and ylim is None:
+        return axis_limits([c for c in curves if not focus or c.name in focus], margin)
+    if xlim is not None and ylim is not None:
+        return xlim, ylim
+    inside = np.concatenate([points_within(c, xlim or _UNBOUNDED, ylim or _UNBOUNDED) for c in curves])
+    if not len(inside):
+        raise ValueError(f"no curve has points within {'--xlim' if xlim else '--ylim'} {list(xlim or ylim)}")
+    return xlim or _padded(inside[:, 0], margin), ylim or _padded(inside[:, 1], margin)
+
+
+def curves_outside(curves: Sequence[RDCurve], xlim: Limits, ylim: Limits) -> list[str]:
+    """Names of the ``curves`` of which nothing is drawn within the axes ``xlim`` × ``ylim``."""
+    return [c.name for c in curves if not len(points_within(c, xlim, ylim))]
 
 
 def rd_plot(
@@ -53,13 +109,14 @@ def rd_plot(
     out_png: str | Path,
     title: str | None = None,
     focus: Sequence[str] | None = None,
-    xlim: tuple[float, float] | None = None,
-    ylim: tuple[float, float] | None = None,
+    xlim: Limits | None = None,
+    ylim: Limits | None = None,
 ) -> Path:
     """Plot bpp against ``metric`` for every curve (markers joined by lines, one legend entry each).
 
-    The axes span the curves named in ``focus`` (the user's own; references outside are clipped), or all curves;
-    ``xlim`` / ``ylim`` override. Without ``title`` the plot is titled by its metric.
+    The axes are `plot_limits`: the curves named in ``focus`` (the user's own; references outside are clipped), or
+    all curves; ``xlim`` / ``ylim`` override, an axis left free then spans every curve within the other. A curve
+    with nothing within the axes says so in its legend entry. Without ``title`` the plot is titled by its metric.
     """
     if not curves:
         raise ValueError("rd_plot needs at least one curve")
@@ -69,14 +126,16 @@ def rd_plot(
     unknown = sorted(set(focus or ()) - {c.name for c in curves})
     if unknown:
         raise ValueError(f"focus names curves that are not plotted: {', '.join(unknown)}")
+    xlim, ylim = plot_limits(curves, focus, xlim, ylim)
+    outside = set(curves_outside(curves, xlim, ylim))
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for curve, marker in zip(curves, itertools.cycle(_MARKERS)):
         order = np.argsort(curve.bpp)
-        ax.plot(np.asarray(curve.bpp)[order], np.asarray(curve.values)[order], marker=marker, label=curve.name)
-    auto_x, auto_y = axis_limits([c for c in curves if not focus or c.name in focus])
-    ax.set_xlim(*(xlim or auto_x))
-    ax.set_ylim(*(ylim or auto_y))
+        label = f"{curve.name} (outside these axes)" if curve.name in outside else curve.name
+        ax.plot(np.asarray(curve.bpp)[order], np.asarray(curve.values)[order], marker=marker, label=label)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
     ax.set_xlabel("Bit rate (bpp)")
     ax.set_ylabel(METRIC_LABELS[metric])
     ax.grid(True, alpha=0.3)
