@@ -79,3 +79,28 @@ def test_resume_last_resolves_to_the_run_folders_last_checkpoint(tmp_path):
     rows = [(int(row["step"]), frozenset(k for k, v in row.items() if v and k not in ("step", "epoch")))
             for row in csv.DictReader(open(out / "logs/version_0/metrics.csv"))]
     assert [step for step, _ in rows] == [3, 7, 7] and len(set(rows)) == 3  # training rows, then a validation
+
+
+@pytest.mark.parametrize("row_on_disk", [True, False], ids=["killed_after_flush", "killed_before_flush"])
+def test_resume_from_the_demo_epoch_end_checkpoint_logs_each_row_once(tmp_path, row_on_disk):
+    """The demo's own schedule (validation at each epoch's end, so the epoch checkpoint and last.ckpt are written
+    in the training epoch's end hook, before the epoch's train/*_epoch row): resumed from the epoch-0 last.ckpt,
+    as after a kill just after it was written, with that row already on disk or not yet, the log is the unkilled
+    run's byte for byte (the row once, at its own step)."""
+    logs = []
+    for name, stops in (("unkilled", [8]), ("killed", [4, 8])):
+        out = tmp_path / name
+        config = yaml.safe_load(open("configs/demo.yaml"))
+        config["trainer"].update(default_root_dir=str(out), limit_val_batches=1, enable_progress_bar=False)
+        config["data"].update(patch_size=64, train_length=16)  # 4 batches per epoch
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        _fit(path, f"--trainer.max_steps={stops[0]}")
+        metrics = out / "logs/version_0/metrics.csv"
+        for stop in stops[1:]:
+            lines = metrics.read_text().splitlines(keepends=True)
+            assert "_epoch" in lines[0] and lines[-1].startswith("0,")  # the last row: epoch 0's means
+            metrics.write_text("".join(lines if row_on_disk else lines[:-1]))
+            _fit(path, f"--trainer.max_steps={stop}", "--ckpt_path=last")
+        logs.append(metrics.read_text())
+    assert logs[1] == logs[0]
