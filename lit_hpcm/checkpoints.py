@@ -12,6 +12,7 @@ import torch
 from .checkpoint_io import CheckpointError, problem_list, read_checkpoint, write_atomically
 from .models import HPCM
 from .official import import_official
+from .optim.famo import adopt_adam_extra_state
 
 WEIGHTS_FORMAT = "lit-hpcm-weights"
 
@@ -83,6 +84,7 @@ def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch
     that are missing, unknown or of another shape (e.g. another task set or balancing)."""
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise CheckpointError(f"{source}: not a lit-hpcm Lightning checkpoint (no state_dict)")
+    _adopt_old_famo_state(checkpoint["state_dict"])
     found = checkpoint.get("hyper_parameters", {}).get("preset")
     if found is not None and found != preset:
         raise CheckpointError(f"{source}: a checkpoint of preset {found!r}; this model is preset {preset!r}")
@@ -93,6 +95,13 @@ def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch
         hint = f"; it was trained with {recipe}: give the same settings (or the run's config)" if recipe else ""
         raise CheckpointError(
             f"{source}: checkpoint does not fit this model (preset {preset!r}): {problem_list(problems)}{hint}")
+
+
+def _adopt_old_famo_state(state_dict: dict) -> None:
+    """Map, in place, FAMO's inner Adam state of a checkpoint written before it became buffers (``famo._extra_state``,
+    a dict) to the buffer keys this model has, so the checkpoint fits and loads."""
+    for key in [k for k in state_dict if k.endswith("famo._extra_state")]:
+        adopt_adam_extra_state(state_dict, key[: -len("_extra_state")])
 
 
 def checkpoint_differences(a, b, where: str = "") -> list[str]:

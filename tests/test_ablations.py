@@ -73,7 +73,7 @@ def _check_optimizer(cli, point):
     assert type(module.configure_optimizers()["optimizer"]) is expected
     assert module.hparams.famo_update == point["model.famo_update"]
     assert module.famo.gamma.tolist() == pytest.approx([point["model.famo_gamma"]] * len(module.task_names))
-    assert module.famo._w_opt.param_groups[0]["lr"] == pytest.approx(point["model.famo_w_lr"])
+    assert module.famo.w_lr == pytest.approx(point["model.famo_w_lr"])
 
 
 CHECKS = {

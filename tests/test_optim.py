@@ -282,7 +282,7 @@ def test_state_dict_round_trip_continues_identically():
     b = Owner()
     b.load_state_dict(torch.load(buffer, weights_only=True))
 
-    assert "famo._extra_state" in a.state_dict()
+    assert {"famo.adam_exp_avg", "famo.adam_exp_avg_sq", "famo.adam_step"} <= set(a.state_dict())
     assert torch.equal(b.famo.take_prev(), losses[3])
     for owner in (a, b):
         for before, after in zip(losses[4:7], losses[5:8]):
@@ -291,11 +291,89 @@ def test_state_dict_round_trip_continues_identically():
     assert torch.equal(a.famo.weights(), b.famo.weights())
 
 
+def test_inner_adam_matches_torch_adam_bit_for_bit():
+    """The buffered Adam step gives exactly the numbers torch.optim.Adam (what FAMO used before) gives."""
+    gen = torch.Generator().manual_seed(5)
+    famo = FAMO(3, w_lr=0.05)
+    reference = torch.zeros(3, requires_grad=True)
+    adam = torch.optim.Adam([reference], lr=0.05)
+    for _ in range(6):
+        before = torch.rand(3, generator=gen) + 0.5
+        after = before * (0.8 + 0.3 * torch.rand(3, generator=gen))
+        reference.grad = famo.logit_gradient(before, after)
+        adam.step()
+        famo.update(before, after)
+        assert torch.equal(famo.w, reference.detach())
+    state = adam.state[reference]
+    assert torch.equal(famo.adam_exp_avg, state["exp_avg"]) and torch.equal(famo.adam_exp_avg_sq, state["exp_avg_sq"])
+    assert int(famo.adam_step) == int(state["step"]) == 6
+
+
+def test_every_state_dict_entry_is_a_tensor_and_safetensors_stores_it(tmp_path):
+    """A dict in the state_dict (the inner Adam's, before) broke torch.equal loops and safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    famo = FAMO(3, priors=[1.0, 2.0, 1.0])
+    famo.update(torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.9, 1.5, 0.5]))
+    famo.remember(torch.tensor([0.9, 1.5, 0.5]))
+    state = famo.state_dict()
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+    save_file(state, tmp_path / "famo.safetensors")
+    copy = FAMO(3)
+    copy.load_state_dict(load_file(tmp_path / "famo.safetensors"))
+    assert all(torch.equal(value, copy.state_dict()[key]) for key, value in state.items())
+    assert copy.take_prev().tolist() == pytest.approx([0.9, 1.5, 0.5])
+
+
+def _legacy_state_dict(famo: FAMO, prefix: str = "") -> dict:
+    """``famo``'s state dict as FAMO wrote it before its Adam state became buffers: torch.optim.Adam's state dict
+    under ``_extra_state`` (empty state before the first update)."""
+    state = {prefix + k: v.clone() for k, v in famo.state_dict().items() if not k.startswith("adam_")}
+    moments = {"step": famo.adam_step.float(), "exp_avg": famo.adam_exp_avg.clone(),
+               "exp_avg_sq": famo.adam_exp_avg_sq.clone()} if int(famo.adam_step) else {}
+    group = {"lr": famo.w_lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "params": [0]}
+    state[prefix + "_extra_state"] = {"state": {0: moments} if moments else {}, "param_groups": [group]}
+    return state
+
+
+@pytest.mark.parametrize("updates", [0, 3])
+def test_a_checkpoint_with_the_old_extra_state_loads_and_continues_identically(updates):
+    from lit_hpcm.checkpoints import check_lightning_checkpoint
+    from lit_hpcm.module import LitHPCM
+
+    gen = torch.Generator().manual_seed(3)
+    losses = [torch.rand(2, generator=gen) + 0.1 for _ in range(updates + 3)]
+    original = FAMO(2)
+    for before, after in zip(losses[:updates], losses[1:updates + 1]):
+        original.update(before, after)
+    restored = FAMO(2)
+    restored.load_state_dict(_legacy_state_dict(original))
+    assert all(torch.equal(value, restored.state_dict()[key]) for key, value in original.state_dict().items())
+    for famo in (original, restored):
+        for before, after in zip(losses[updates:], losses[updates + 1:]):
+            famo.update(before, after)
+    assert torch.equal(original.w, restored.w) and int(restored.adam_step) == updates + 2
+
+    # a Lightning checkpoint of LitHPCM from before: checked, mapped once, then loaded as Lightning loads it
+    module = LitHPCM(preset="tiny", balancing="famo", famo_w_lr=original.w_lr)
+    module.famo.load_state_dict(original.state_dict())
+    state_dict = {k: v for k, v in module.state_dict().items() if not k.startswith("famo.")}
+    checkpoint = {"state_dict": state_dict | _legacy_state_dict(module.famo, "famo."),
+                  "hyper_parameters": {"preset": "tiny"}}
+    fresh = LitHPCM(preset="tiny", balancing="famo")
+    check_lightning_checkpoint(checkpoint, fresh.state_dict(), "tiny", "old.ckpt")
+    assert "famo._extra_state" not in checkpoint["state_dict"]
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(fresh.famo.adam_exp_avg_sq, original.adam_exp_avg_sq)
+    assert fresh.famo._adam_step_host == int(original.adam_step)
+
+
 def test_inner_adam_state_follows_dtype():
     famo = FAMO(2)
     famo.update(torch.tensor([1.0, 2.0]), torch.tensor([0.9, 1.5]))
     famo.double()
-    assert famo._w_opt.state[famo.w]["exp_avg"].dtype == torch.float64
+    assert famo.adam_exp_avg.dtype == famo.adam_exp_avg_sq.dtype == torch.float64
+    assert famo.adam_step.dtype == torch.int64 and int(famo.adam_step) == 1
     famo.update(torch.tensor([1.0, 2.0]), torch.tensor([0.9, 1.5]))
     assert famo.w.dtype == torch.float64
 

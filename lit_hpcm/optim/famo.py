@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+"""The inner Adam's betas and eps: torch.optim.Adam's defaults, which the Balanced R-D authors' FAMO uses."""
 
 
 class FAMO(nn.Module):
@@ -30,7 +34,7 @@ class FAMO(nn.Module):
 
         delta  = log D(L) - log D(L')                              [n]
         grad_w = (d z' / d w)^T delta + gamma * w = z' * (delta - <z', delta>) + gamma * w
-        w     <- Adam(w, grad_w, lr=w_lr)
+        w     <- Adam(w, grad_w, lr=w_lr)         (torch.optim.Adam's arithmetic, betas 0.9/0.999, eps 1e-8)
 
     The Jacobian is the one of the weights the loss used, ``z'``, not of ``softmax(w)``: since
     ``z' = softmax(w + log p)``, it is ``diag(z') - z' z'^T``; with ``p = 1`` this is plain FAMO.
@@ -42,9 +46,11 @@ class FAMO(nn.Module):
 
     ``w`` is an ``nn.Parameter`` with ``requires_grad=False``: it never takes part in the model's autograd graph,
     so DDP ignores it (no unused-parameter errors), and its gradient is set explicitly by :meth:`update`. It must
-    not be given to the model's optimizer. The inner Adam's state is part of this module's ``state_dict()``
-    (extra state), so a checkpoint of the owning module resumes bit-identically, and it follows ``w`` on
-    ``.to()``/``.cuda()``/``.double()``.
+    not be given to the model's optimizer. The inner Adam's state is three buffers (``adam_exp_avg``,
+    ``adam_exp_avg_sq`` [n] and the int64 step count ``adam_step``), so a checkpoint of the owning module
+    resumes bit-identically, every ``state_dict()`` entry is a tensor (safetensors can store it, ``torch.equal``
+    compares it), and the moments follow ``w`` on ``.to()``/``.cuda()``/``.double()``. Checkpoints that hold
+    it as torch.optim.Adam's state dict (``_extra_state``, before these buffers) load too.
 
     The ``prev_losses``/``has_prev`` buffers let a caller that pairs a step's losses with a later step's
     (e.g. "next batch" mode) keep them in the checkpoint: :meth:`remember` stores, :meth:`take_prev` retrieves
@@ -99,7 +105,11 @@ class FAMO(nn.Module):
         self._has_prev_host = False
         self._gamma_host: list[float] = []
         self.set_gamma(gamma)
-        self._w_opt = torch.optim.Adam([self.w], lr=w_lr)
+        self.w_lr = w_lr
+        self.register_buffer("adam_exp_avg", torch.zeros(n_tasks))
+        self.register_buffer("adam_exp_avg_sq", torch.zeros(n_tasks))
+        self.register_buffer("adam_step", torch.zeros((), dtype=torch.int64))  # an integer: never cast
+        self._adam_step_host = 0  # host mirror of adam_step: the bias corrections need no device read
 
     def set_gamma(self, values: float | Sequence[float]) -> None:
         """Set the per-task L2 coefficient on ``w`` in place (device and dtype of the buffer kept).
@@ -165,9 +175,20 @@ class FAMO(nn.Module):
         ``losses_before``/``losses_after`` [n] are the task losses of the same batch before and after the model
         step; they must be identical on all DDP ranks. Raises ValueError on invalid losses, leaving ``w`` as is.
         """
-        self.w.grad = self.logit_gradient(losses_before, losses_after)
-        self._w_opt.step()
-        self.w.grad = None
+        self._adam_step(self.logit_gradient(losses_before, losses_after))
+
+    def _adam_step(self, grad: Tensor) -> None:
+        """One Adam step on ``w`` with gradient ``grad`` [n], in torch.optim.Adam's single-tensor arithmetic (so
+        on the CPU exactly the numbers the torch.optim.Adam this replaced gave), on the state buffers."""
+        beta1, beta2 = ADAM_BETAS
+        self._adam_step_host += 1
+        self.adam_step.add_(1)
+        self.adam_exp_avg.lerp_(grad, 1 - beta1)
+        self.adam_exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1**self._adam_step_host
+        bias_correction2_sqrt = (1 - beta2**self._adam_step_host) ** 0.5
+        denom = (self.adam_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+        self.w.addcdiv_(self.adam_exp_avg, denom, value=-self.w_lr / bias_correction1)
 
     @torch.no_grad()
     def logit_gradient(self, losses_before: Tensor, losses_after: Tensor) -> Tensor:
@@ -204,7 +225,9 @@ class FAMO(nn.Module):
         return gaps
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Load as ``nn.Module`` does, then refresh the host mirrors (one read, at load time)."""
+        """Load as ``nn.Module`` does (an older checkpoint's Adam ``_extra_state`` mapped to the buffers first),
+        then refresh the host mirrors (one read, at load time)."""
+        adopt_adam_extra_state(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._refresh_host_mirrors()
 
@@ -214,18 +237,27 @@ class FAMO(nn.Module):
             return
         self._has_prev_host = bool(self.has_prev)
         self._gamma_host = self.gamma.tolist()
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The inner Adam's state dict, saved with this module's ``state_dict()``."""
-        return self._w_opt.state_dict()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the inner Adam (moments are cast to ``w``'s current device and dtype)."""
-        self._w_opt.load_state_dict(state)
+        self._adam_step_host = int(self.adam_step)
 
     def _apply(self, fn: Any, recurse: bool = True) -> FAMO:
-        """Move/cast as ``nn.Module`` does, then bring the inner Adam's moments to ``w``'s device and dtype."""
+        """Move/cast as ``nn.Module`` does, then refresh the host mirrors."""
         super()._apply(fn, recurse)
-        self._w_opt.load_state_dict(self._w_opt.state_dict())
         self._refresh_host_mirrors()
         return self
+
+
+def adopt_adam_extra_state(state_dict: MutableMapping[str, Any], prefix: str = "") -> None:
+    """Map, in place, a FAMO state dict that keeps the inner Adam as ``<prefix>_extra_state`` (torch.optim.Adam's
+    state dict: how FAMO saved it before its state became buffers) to the buffer entries ``<prefix>adam_*``.
+
+    FAMO's own loading calls this; so does `lit_hpcm.checkpoints.check_lightning_checkpoint`, before comparing a
+    checkpoint's keys with the model's. Does nothing when there is no such entry.
+    """
+    old = state_dict.pop(prefix + "_extra_state", None)
+    if old is None:
+        return
+    w = state_dict[prefix + "w"]
+    moments = old["state"].get(0, {})  # empty before FAMO's first update
+    state_dict[prefix + "adam_exp_avg"] = moments.get("exp_avg", torch.zeros_like(w))
+    state_dict[prefix + "adam_exp_avg_sq"] = moments.get("exp_avg_sq", torch.zeros_like(w))
+    state_dict[prefix + "adam_step"] = torch.as_tensor(moments.get("step", 0)).to(torch.int64)
