@@ -7,12 +7,16 @@ Batches::
 
 Where the images come from:
 
-- No folder given at all (train_dir, val_dir, test_dir all unset): scikit-image's bundled photos, read from
-  the installed package (nothing is downloaded). Fixed disjoint split: :data:`BUNDLED_TRAIN_PHOTOS` for
-  training, :data:`BUNDLED_EVAL_PHOTOS` for validation, test and predict. Bundled photos are never mixed
-  with folders: once any folder is given, every split uses folders only.
+- No folder given at all (train_dir, val_dir, test_dir all unset) and ``bundled_photos`` on (the default, and
+  the demo configs): scikit-image's bundled photos, read from the installed package (nothing is downloaded),
+  said in one line at setup. Fixed disjoint split: :data:`BUNDLED_TRAIN_PHOTOS` for training,
+  :data:`BUNDLED_EVAL_PHOTOS` for validation, test and predict. Bundled photos are never mixed with folders:
+  once any folder is given, every split uses folders only. The recipe configs turn ``bundled_photos`` off, so
+  a forgotten ``--data.train_dir`` is an error, not a run on the demo photos.
 - With folders: training needs ``train_dir``; test/predict need ``test_dir``; without ``val_dir`` there is
   no validation (logged once). Folders are searched recursively for :data:`~lit_hpcm.images.IMAGE_SUFFIXES`.
+  A missing source or a folder without images is a one-line :class:`~lit_hpcm.errors.ConfigError`, which the
+  CLI finds before the run writes anything (:meth:`ImageDataModule.check_sources`).
 - ``predict_dir``, when set, is what predict reads instead of the test images, whatever the other sources
   (so a model trained on the bundled photos can compress a folder of your own).
 
@@ -80,14 +84,14 @@ def bundled_photos(names: tuple[str, ...]) -> list[Path]:
     try:
         import skimage.data
     except ImportError:
-        raise ValueError(
+        raise ConfigError(
             "no image folders given and scikit-image is not installed: pass train_dir/val_dir/test_dir "
             "or install scikit-image for the bundled sample photos"
         ) from None
     paths = [Path(skimage.data.data_dir) / name for name in names]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise ValueError(f"bundled sample photos missing from this scikit-image install: {', '.join(missing)}")
+        raise ConfigError(f"bundled sample photos missing from this scikit-image install: {', '.join(missing)}")
     return paths
 
 
@@ -218,7 +222,7 @@ def _folder_images(split: str, folder: str) -> tuple[list[Path], Path]:
     try:
         return find_images(folder), Path(folder)
     except ValueError as err:
-        raise ValueError(f"{split}_dir: {err}") from None
+        raise ConfigError(f"{split}_dir: {err}") from None
 
 
 def _readable(paths: list[Path], limit: Optional[int]) -> tuple[list[Path], list[Path]]:
@@ -247,12 +251,12 @@ def readable_eval_images(what: str, paths: list[Path], root: Path, limit: Option
     """The readable images among sorted ``paths`` (the first ``limit`` of them) and the unreadable ones.
 
     Every file is decoded here, before anything is measured, so a bad file is skipped and counted up front
-    instead of aborting a run midway. ``ValueError`` naming ``what`` when none is readable.
+    instead of aborting a run midway. ``ConfigError`` (a ValueError) naming ``what`` when none is readable.
     """
     good, bad = _readable(paths, limit)
     message = _skipped_message(what, bad, len(good) + len(bad)) if bad else None
     if not good:
-        raise ValueError(f"{what}: no readable images among {len(bad)} files")
+        raise ConfigError(f"{what}: no readable images among {len(bad)} files")
     return ReadableImages(EvalImages(good, root), bad, message)
 
 
@@ -274,7 +278,12 @@ class ImageDataModule(LightningDataModule):
         seed: seed of the crops and of the training order.
         random_flips: flip training crops at random (official HPCM recipe: yes; Balanced R-D authors: no).
         pin_memory: pin host memory for faster copies to a CUDA device (ignored without CUDA).
+        bundled_photos: with no folder given, use scikit-image's bundled photos (the demo configs); off, a
+            missing folder is an error (the recipe configs, which must not train on demo photos by mistake).
     """
+
+    STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+    """The splits each stage reads (predict reads ``predict_dir`` instead of the test images when it is set)."""
 
     def __init__(
         self,
@@ -291,6 +300,7 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
         random_flips: bool = True,
         pin_memory: bool = True,
+        bundled_photos: bool = True,
     ):
         super().__init__()
         for name, value in (("patch_size", patch_size), ("batch_size", batch_size), ("val_batch_size", val_batch_size)):
@@ -318,6 +328,8 @@ class ImageDataModule(LightningDataModule):
         self.seed = seed
         self.random_flips = random_flips
         self.pin_memory = pin_memory
+        self.bundled_photos = bundled_photos
+        self._listed: dict[str, Optional[tuple[list[Path], Path]]] = {}  # split -> what _sorted_paths found
         self.train_set: Optional[TrainCrops] = None
         self.val_set: Optional[EvalImages] = None
         self.test_set: Optional[EvalImages] = None
@@ -326,24 +338,47 @@ class ImageDataModule(LightningDataModule):
 
     @property
     def uses_bundled_photos(self) -> bool:
-        return all(folder is None for folder in self.dirs.values())
+        return self.bundled_photos and all(folder is None for folder in self.dirs.values())
 
     def _sorted_paths(self, split: str) -> Optional[tuple[list[Path], Path]]:
-        """(image paths, root for names) of a split, or None when the split has no source."""
-        if self.uses_bundled_photos:
-            paths = bundled_photos(BUNDLED_TRAIN_PHOTOS if split == "train" else BUNDLED_EVAL_PHOTOS)
-            return paths, paths[0].parent
-        folder = self.dirs[split]
-        return None if folder is None else _folder_images(split, folder)
+        """(image paths, root for names) of a split, or None when the split has no source; listed once (the CLI's
+        check and `setup` both ask, and a training folder may hold 100k files)."""
+        if split not in self._listed:
+            if self.uses_bundled_photos:
+                paths = bundled_photos(BUNDLED_TRAIN_PHOTOS if split == "train" else BUNDLED_EVAL_PHOTOS)
+                self._listed[split] = paths, paths[0].parent
+            else:
+                folder = self.dirs[split]
+                self._listed[split] = None if folder is None else _folder_images(split, folder)
+        return self._listed[split]
 
     def _required_paths(self, split: str) -> tuple[list[Path], Path]:
         found = self._sorted_paths(split)
         if found is None:
-            raise ValueError(
-                f"{split}_dir is not set (bundled sample photos are used only when train_dir, val_dir "
-                "and test_dir are all unset)"
-            )
+            raise ConfigError(self._missing_source(split))
         return found
+
+    def _missing_source(self, split: str) -> str:
+        """Why a split the stage needs has no images, and what to add."""
+        if not self.bundled_photos and all(folder is None for folder in self.dirs.values()):
+            hint = ("--data.train_dir DIR (and --data.val_dir DIR to validate)" if split == "train"
+                    else f"--data.{split}_dir DIR")
+            return (f"{split}_dir is not set: this config needs your images, {hint}; only the demo configs "
+                    "use the bundled sample photos")
+        return (f"{split}_dir is not set (bundled sample photos are used only when train_dir, val_dir "
+                "and test_dir are all unset)")
+
+    def check_sources(self, stage: str) -> None:
+        """Raise a one-line ConfigError if a split `stage` reads has no source or its folder no images: what
+        `setup` would find only after the trainer has made the run's log folder (the CLI calls this first)."""
+        if stage == "predict" and self.predict_dir is not None:
+            _folder_images("predict", self.predict_dir)
+            return
+        for split in self.STAGE_SPLITS[stage]:
+            if split == "val":  # optional: without it there is no validation
+                self._sorted_paths(split)
+            else:
+                self._required_paths(split)
 
     def _world(self) -> tuple[int, int]:
         """(world size, global rank) of the attached trainer; (1, 0) when used without one."""
@@ -366,6 +401,9 @@ class ImageDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Build the datasets a stage needs ("fit": train + val; "validate"; "test"; "predict")."""
+        if self.uses_bundled_photos and not (stage == "predict" and self.predict_dir is not None):
+            rank_zero_info(f"ImageDataModule: no image folders given, so the demo data: {self._bundled_use(stage)} "
+                           "of scikit-image's bundled photos")
         if stage == "fit":
             self.train_set = self._make_train_set()
         if stage in ("fit", "validate"):
@@ -380,6 +418,14 @@ class ImageDataModule(LightningDataModule):
                 self.predict_set = self._make_eval_set("test", *self._required_paths("test"))
             else:
                 self.predict_set = self._make_eval_set("predict", *_folder_images("predict", self.predict_dir))
+
+    @staticmethod
+    def _bundled_use(stage: str) -> str:
+        """What a stage does with the bundled photos, in words."""
+        if stage == "fit":
+            return f"training on {len(BUNDLED_TRAIN_PHOTOS)} and validating on {len(BUNDLED_EVAL_PHOTOS)}"
+        doing = {"validate": "validating", "test": "testing"}.get(stage, "predicting")
+        return f"{doing} on {len(BUNDLED_EVAL_PHOTOS)}"
 
     @property
     def skipped_files(self) -> int:

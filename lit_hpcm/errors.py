@@ -4,3 +4,9 @@
 class ConfigError(ValueError):
     """A configuration value that cannot work (a negative λ, a missing folder, conflicting options): raised when
     the model or data module is built, before anything is written."""
+
+
+class TrainingStopped(RuntimeError):
+    """A fit that cannot recover (its weights are no longer finite, or too many steps in a row were skipped as
+    non-finite): stopped from inside the training step on every rank alike, nothing saved after it (the
+    checkpoints written before are kept); the CLI prints it as one line (exit code 2)."""

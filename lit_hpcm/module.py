@@ -20,6 +20,7 @@ writes every image to real file bytes and back (`lit_hpcm.codec`) and reports by
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Iterable, Literal, Optional, Sequence, Union
@@ -33,13 +34,13 @@ from . import codec, rng_states
 from .checkpoints import check_lightning_checkpoint, load_into, load_weights
 from .cpu_allocator import keep_freed_memory
 from .epoch_means import EpochMeans
-from .errors import ConfigError
+from .errors import ConfigError, TrainingStopped
 from .evaluation.keys import MEASURES
 from .evaluation.measure import measure_images, summarize
 from .evaluation.results import write_results
 from .fastpath import GraphedTrainingForward
 from .images import save_image
-from .models import HPCM
+from .models import HPCM, PRESETS
 from .optim import CautiousAdam
 from .optim.balancing import build_balancer
 from .optim.schedules import milestone_scheduler
@@ -59,9 +60,16 @@ def _images(batch) -> torch.Tensor:
 
 def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: Optional[float],
                     bit_share_decay: float, loss_scale_decay: float, plateau_start_epoch: int, famo_min_losses,
-                    tasks: Sequence[str]) -> None:
+                    tasks: Sequence[str], preset: str, famo_gamma, max_consecutive_skips: Optional[int]) -> None:
     """Refuse values that cannot train (ConfigError naming the option) before anything is built or written."""
     problems = []
+    if preset not in PRESETS:
+        problems.append(f"preset must be one of {', '.join(sorted(PRESETS))}, got {preset!r}")
+    gammas = [famo_gamma] if isinstance(famo_gamma, (int, float)) else list(famo_gamma)
+    if not all(math.isfinite(gamma) and gamma >= 0 for gamma in gammas):
+        problems.append(f"famo_gamma must be finite and >= 0, got {famo_gamma}")
+    if max_consecutive_skips is not None and max_consecutive_skips < 1:
+        problems.append(f"max_consecutive_skips must be >= 1 or null (never stop), got {max_consecutive_skips}")
     if not isinstance(famo_min_losses, (int, float)) and len(famo_min_losses) != len(tasks):
         problems.append(f"famo_min_losses needs one float or {len(tasks)} values ({', '.join(tasks)}), "
                         f"got {list(famo_min_losses)}")
@@ -109,6 +117,9 @@ class LitHPCM(L.LightningModule):
             authors' script; `lit_hpcm.optim.loss_scale`) with loss_scale_decay; or scale_weights ([s1, s2, s3]
             fixed priors of the scales).
         clip_grad_norm: gradient-norm clip (None: off).
+        max_consecutive_skips: stop the fit (`TrainingStopped`, exit code 2) after this many steps in a row were
+            skipped for a non-finite loss or gradient (None: never); a run whose weights are no longer finite
+            stops at its first skipped step. Nothing is saved after the stop.
         lr_scheduler: "none", "multistep" (at the lr_milestones, in epochs: × lr_decay each time, or with
             a list, lr × lr_decay[i] from milestone i on) or "plateau" (ReduceLROnPlateau on
             `scheduler_monitor`, factor lr_decay, plateau_patience epochs, stepped after the validation of
@@ -146,6 +157,7 @@ class LitHPCM(L.LightningModule):
         loss_scale_decay: float = 0.9,
         scale_weights: Optional[list[float]] = None,
         clip_grad_norm: Optional[float] = 1.0,
+        max_consecutive_skips: Optional[int] = 50,
         lr_scale_with_world_size: bool = False,
         lr_scheduler: Literal["none", "multistep", "plateau"] = "none",
         lr_milestones: Sequence[int] = (),
@@ -165,7 +177,8 @@ class LitHPCM(L.LightningModule):
         _check_settings(lmbda=lmbda, lr=lr, famo_w_lr=famo_w_lr, clip_grad_norm=clip_grad_norm,
                         bit_share_decay=bit_share_decay, loss_scale_decay=loss_scale_decay,
                         plateau_start_epoch=plateau_start_epoch,
-                        famo_min_losses=famo_min_losses, tasks=task_names(task_set))
+                        famo_min_losses=famo_min_losses, tasks=task_names(task_set), preset=preset,
+                        famo_gamma=famo_gamma, max_consecutive_skips=max_consecutive_skips)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = HPCM(preset, **(model_options or {}))
@@ -184,6 +197,7 @@ class LitHPCM(L.LightningModule):
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
+        self.consecutive_skips = 0  # skipped steps since the last step that trained
         self.epoch_means = EpochMeans()  # the train/*_epoch values, checkpointed
         self._test_rows: list[dict] = []
         self._loaded_step: Optional[int] = None  # global step of the checkpoint loaded last (test's meta)
@@ -339,6 +353,7 @@ class LitHPCM(L.LightningModule):
             # What Lightning's clip_gradients does (clip_grad_norm_), with the norm already computed above.
             torch.nn.utils.clip_grads_with_norm_(stepped, self.hparams.clip_grad_norm, grad_norm)
         optimizer.step()
+        self.consecutive_skips = 0
         self.balancer.after_step(synced, lambda: self._synced(self._losses_without_grad(x)))
         self._log_step("train", objective, synced, stats, x.shape[0])
         return objective.detach()
@@ -391,12 +406,34 @@ class LitHPCM(L.LightningModule):
         return "loss" if bad_loss else "gradient" if bad_gradient else None
 
     def _skip(self, what: str) -> None:
-        """Skip a step whose loss or gradient is not finite: nothing is updated, the count is logged."""
+        """Skip a step whose loss or gradient is not finite: nothing is updated, the count is logged; a run that
+        cannot recover stops (`_stop_if_diverged`)."""
         self.skipped_steps += 1
+        self.consecutive_skips += 1
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         if self.skipped_steps <= 10 or self.skipped_steps % 100 == 0:
             self.print(f"lit-hpcm: skipped step {self.global_step} (non-finite {what}); {self.skipped_steps} skipped so far")
+        self._stop_if_diverged(what)
         return None
+
+    def _stop_if_diverged(self, what: str) -> None:
+        """Raise TrainingStopped when training cannot recover: its weights are not finite (looked at only on a step
+        skipped for its loss, which non-finite weights always give, so a good step never pays that read), or
+        `max_consecutive_skips` steps in a row were skipped (the skipped steps never advance global_step, so
+        max_steps would never end the run). Both come from all-reduced flags: every DDP rank stops alike."""
+        if what == "loss" and not self._weights_finite():
+            raise TrainingStopped(f"stopped at step {self.global_step}: the weights are no longer finite, so no later "
+                                  "step can train; the checkpoints written before are kept (a lower --model.lr?)")
+        limit = self.hparams.max_consecutive_skips
+        if limit is not None and self.consecutive_skips >= limit:
+            raise TrainingStopped(f"stopped at step {self.global_step}: {self.consecutive_skips} steps in a row skipped "
+                                  f"(non-finite {what}; --model.max_consecutive_skips {limit}); the checkpoints "
+                                  "written before are kept")
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite on every DDP rank (one all-reduce, one device→host read)."""
+        bad = torch.stack([~torch.isfinite(p.detach()).all() for p in self.model.parameters()]).any().float()
+        return not bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
 
     def _log_step(self, stage: str, objective, losses, stats, batch_size: int) -> None:
         values = {f"{stage}/loss": losses.sum(), f"{stage}/objective": objective.detach()}
@@ -550,7 +587,8 @@ class LitHPCM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Besides weights and optimizer: counters, freezing, and the RNG states that drive training noise."""
         rng = rng_states.gather_states(rng_states.own_states(self._device_generator()), self._all_gather)
-        checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "frozen_groups": sorted(self.frozen_groups),
+        checkpoint["lit_hpcm"] = {"skipped_steps": self.skipped_steps, "consecutive_skips": self.consecutive_skips,
+                                  "frozen_groups": sorted(self.frozen_groups),
                                   "lr_multipliers": dict(self.lr_multipliers), "rng": rng,
                                   "logged_batches": self._logged_batches(),
                                   "epoch_means": self.epoch_means.state_dict()}
@@ -592,6 +630,7 @@ class LitHPCM(L.LightningModule):
         if "epoch_means" in state:
             self.epoch_means.load_state_dict(state["epoch_means"], self.device)
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))
         self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))
         rank = self.trainer.global_rank if self._trainer is not None else 0

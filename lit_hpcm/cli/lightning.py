@@ -3,16 +3,20 @@ checkpoint checks and resume rules of lit-hpcm."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
 from pathlib import Path
 
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import LightningCLI
 
 from ..atomic_checkpoint_io import with_atomic_checkpoints
 from ..checkpoint_io import CheckpointError, read_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingStopped
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
@@ -23,8 +27,23 @@ class HPCMCLI(LightningCLI):
     Checkpoints are written atomically (`AtomicCheckpointIO`) unless the config names a CheckpointIO."""
 
     def instantiate_trainer(self, **kwargs):
-        plugins = kwargs.pop("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
-        return super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
+        """The trainer, or a one-line ConfigError for a setting it refuses (a GPU recipe on a machine without
+        one: with what to add)."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        plugins = kwargs.pop("plugins", trainer_config.get("plugins"))
+        try:
+            return super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
+        except MisconfigurationException as err:
+            raise ConfigError(_trainer_problem(err, trainer_config.get("accelerator"))) from None
+
+    def _check_data(self) -> None:
+        """Before a subcommand runs (and its trainer makes the run's log folder): the data sources it reads."""
+        from ..data import ImageDataModule
+
+        if isinstance(self.datamodule, ImageDataModule):
+            self.datamodule.check_sources(self.subcommand)
+
+    before_fit = before_validate = before_test = _check_data
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would merge the hyper-parameters saved in `--ckpt_path` over the config, so the checkpoint
@@ -66,6 +85,7 @@ class HPCMCLI(LightningCLI):
 
         from ..codec_writer import CodecWriter
 
+        self._check_data()
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))
 
@@ -105,6 +125,15 @@ def _last_checkpoint(callbacks, topk_default: Path) -> str:
     return str(max(found, key=lambda path: path.stat().st_mtime)) if found else "last"
 
 
+def _trainer_problem(err: MisconfigurationException, accelerator) -> str:
+    """Lightning's refusal in one line; for a GPU accelerator on a machine without one, what to add."""
+    message = " ".join(str(err).split())
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        return (f"trainer.accelerator {accelerator}: this machine has no GPU ({message}); to run on the CPU add "
+                "--trainer.accelerator cpu")
+    return f"trainer: {message}"
+
+
 def _checked_checkpoint(ckpt_path: str) -> dict:
     """Read `ckpt_path` and check it is a Lightning training checkpoint (a clear `CheckpointError` otherwise: a
     folder, a lit-hpcm weights file, an official HPCM file). Whether it fits the configured model (preset,
@@ -131,11 +160,14 @@ class _DropAdvert(logging.Filter):
 
 
 def run_lightning(argv: list[str]) -> int:
-    """`lit-hpcm fit|validate|test|predict ARGS`; exit status 2 with one line for a bad checkpoint or setting."""
+    """`lit-hpcm fit|validate|test|predict ARGS`; exit status 2 with one line for a bad checkpoint or setting, a
+    run that had to stop, or an argument the parser refuses (that one with a hint where the options are listed,
+    not the ~90 lines of usage jsonargparse prints)."""
     from ..data import ImageDataModule
     from ..module import LitHPCM
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+    raising = {"exit_on_error": False}  # parser errors as exceptions, for every subcommand's parser too
     try:
         HPCMCLI(
             LitHPCM,
@@ -144,8 +176,23 @@ def run_lightning(argv: list[str]) -> int:
             args=None if argv == sys.argv[1:] else argv,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={**raising, **{command: raising for command in LIGHTNING_COMMANDS}},
         )
-    except (CheckpointError, ConfigError) as err:  # a bad --ckpt_path or setting: one line, not a traceback
-        print(f"lit-hpcm {argv[0]}: error: {err}", file=sys.stderr)
+    except argparse.ArgumentError as err:
+        _print_error(argv[0], f"{_one_line(err)}\n(lit-hpcm {argv[0]} --help lists every option)")
+        return 2
+    except (CheckpointError, ConfigError, TrainingStopped) as err:  # one line, not a traceback
+        _print_error(argv[0], _one_line(err))
         return 2
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line (jsonargparse indents a second line under the key)."""
+    return " ".join(str(err).split())
+
+
+def _print_error(command: str, message: str) -> None:
+    """`lit-hpcm COMMAND: error: MESSAGE` on stderr, once (rank zero) when DDP runs the CLI in every process."""
+    if rank_zero_only.rank == 0:
+        print(f"lit-hpcm {command}: error: {message}", file=sys.stderr)
