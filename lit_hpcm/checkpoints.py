@@ -16,17 +16,55 @@ from .optim.famo import adopt_adam_extra_state
 
 WEIGHTS_FORMAT = "lit-hpcm-weights"
 
+SAFETENSORS_SUFFIX = ".safetensors"
+"""A weights file with this suffix is written and read as safetensors (tensors and text metadata, no pickle)."""
+
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], preset: str, path: str | Path) -> Path:
-    """Write our HPCM weights as a small self-describing file (what `import-official` produces)."""
+    """Write our HPCM weights as a small self-describing file (what `import-official` and `export` produce):
+    safetensors for a ``.safetensors`` path (metadata ``format`` and ``preset``), else a torch file."""
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}  # no shared storage
+        data = save(tensors, metadata={"format": WEIGHTS_FORMAT, "preset": preset})
+        return write_atomically(path, lambda handle: handle.write(data))
     content = {"format": WEIGHTS_FORMAT, "preset": preset, "state_dict": dict(state_dict)}
     return write_atomically(path, lambda handle: torch.save(content, handle))
 
 
+def _read_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` weights file as the content `save_weights` gives torch files; `CheckpointError` if
+    it is unreadable or not ours."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error types for corrupt or foreign files)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {reason})") from None
+    if metadata.get("format") != WEIGHTS_FORMAT or "preset" not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without lit-hpcm metadata (format, preset): "
+                              "write it with lit-hpcm export")
+    return {"format": WEIGHTS_FORMAT, "preset": metadata["preset"], "state_dict": state}
+
+
+def read_weights(path: str | Path, preset: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """(our HPCM state_dict, its preset) from any weights file: a lit-hpcm weights file (torch or safetensors),
+    a Lightning checkpoint of LitHPCM, or an official HPCM file (see `_weights_from` for the preset)."""
+    path = Path(path)
+    content = _read_safetensors(path) if path.suffix == SAFETENSORS_SUFFIX else read_checkpoint(path)
+    return _weights_from(content, preset, path)
+
+
 def load_weights(path: str | Path, preset: str) -> dict[str, torch.Tensor]:
-    """Our HPCM state_dict from any weights file: a lit-hpcm weights file, a Lightning checkpoint of
-    LitHPCM, or an official HPCM file. A file made for another preset is a `CheckpointError`."""
-    return _weights_from(read_checkpoint(path), preset, path)[0]
+    """Our HPCM state_dict from any weights file (`read_weights`). A file made for another preset is a
+    `CheckpointError`."""
+    return read_weights(path, preset)[0]
 
 
 def _weights_from(obj, preset: str | None, source) -> tuple[dict[str, torch.Tensor], str]:
@@ -127,7 +165,7 @@ def load_model(path: str | Path, preset: str | None = None, device: torch.device
     The preset comes from the file where it says (lit-hpcm files, Lightning checkpoints); official
     files need `preset` (default "base").
     """
-    state, preset = _weights_from(read_checkpoint(path), preset, path)
+    state, preset = read_weights(path, preset)
     model = HPCM(preset)
     load_into(model, state, path)
     model.update()

@@ -101,3 +101,46 @@ def test_import_official_on_a_lit_hpcm_file_says_it_is_already_usable(tmp_path, 
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "w.pt")
     assert main(["import-official", str(weights), str(tmp_path / "again.pt"), "--preset", "tiny"]) == 2
     assert "already a lit-hpcm file" in capsys.readouterr().err and not (tmp_path / "again.pt").exists()
+
+
+def test_export_writes_safetensors_a_user_loads_without_pickle(tmp_path, capsys, single_thread):
+    """A Lightning checkpoint of LitHPCM (FAMO state included) -> .safetensors weights: loadable with
+    safetensors alone, by every --ckpt option, coding the same bytes; bad inputs are one line."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from lit_hpcm import codec
+    from lit_hpcm.module import LitHPCM
+
+    torch.manual_seed(0)
+    module = LitHPCM(preset="tiny", balancing="famo")
+    state = module.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # the famo entries too: no nested dict
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.6.0", "hyper_parameters": {"preset": "tiny"}},
+               ckpt)
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0
+    assert "safetensors, preset tiny" in capsys.readouterr().out
+
+    tensors = load_file(out)  # no pickle: the safetensors package alone
+    with safe_open(out, framework="pt") as handle:
+        assert handle.metadata() == {"format": "lit-hpcm-weights", "preset": "tiny"}
+    model_keys = {k[len("model."):] for k in state if k.startswith("model.")}
+    assert set(tensors) == model_keys and all(torch.equal(tensors[k], state[f"model.{k}"]) for k in tensors)
+    image = torch.from_numpy(np.random.default_rng(0).random((3, 40, 56), dtype=np.float32))
+    assert codec.encode(load_model(out), image) == codec.encode(load_model(ckpt), image)
+
+    assert main(["export", str(ckpt), "-o", str(out)]) == 2  # exists: needs --force
+    assert main(["export", str(out), "-o", str(tmp_path / "again.pt")]) == 0  # safetensors in, torch file out
+    assert load_weights(tmp_path / "again.pt", "tiny").keys() == tensors.keys()
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "bad.safetensors"), "-o", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lit-hpcm export: error: ") and "bad.safetensors" in err and err.count("\n") == 1
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="without lit-hpcm metadata"):
+        load_model(foreign)

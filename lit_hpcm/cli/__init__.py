@@ -26,7 +26,8 @@ def _tools_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:  # dispatched to LightningCLI before parsing; listed here so usage names them
         subparsers.add_parser(name, help=f"LightningCLI {name}: lit-hpcm {name} -c CONFIG.yaml [--help]", add_help=False)
     for register in (codec_commands.register_compress, codec_commands.register_decompress,
-                     codec_commands.register_eval, codec_commands.register_import_official,
+                     codec_commands.register_eval, codec_commands.register_export,
+                     codec_commands.register_import_official,
                      evaluation_commands.register_rd_plot, evaluation_commands.register_sweep_grid,
                      evaluation_commands.register_sweep_report, callback_commands.register_layers,
                      callback_commands.register_plot_gamma):

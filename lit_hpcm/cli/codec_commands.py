@@ -1,4 +1,4 @@
-"""Codec and model subcommands: compress, decompress, eval, import-official."""
+"""Codec and model subcommands: compress, decompress, eval, export, import-official."""
 
 from __future__ import annotations
 
@@ -156,6 +156,18 @@ def run_import_official(args: argparse.Namespace) -> int:
     return 0
 
 
+@reporting_errors("export")
+def run_export(args: argparse.Namespace) -> int:
+    from ..checkpoints import SAFETENSORS_SUFFIX, read_weights, save_weights
+
+    _checked_output(args.output, [args.source], args.force)
+    state, preset = read_weights(args.source, args.preset)
+    save_weights(state, preset, args.output)
+    kind = "safetensors" if args.output.suffix == SAFETENSORS_SUFFIX else "torch weights file"
+    print(f"{args.source} -> {args.output} ({kind}, preset {preset}, {len(state)} tensors)")
+    return 0
+
+
 def _register_file_to_file(subparsers: argparse._SubParsersAction, name: str, help: str, source: str,
                            ckpt_help: str | None, run) -> None:
     """compress and decompress: one input file, `-o OUTPUT`, the weights, `--force`, the model options."""
@@ -186,6 +198,20 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     _add_model_args(p)
     p.set_defaults(func=run_eval)
+
+
+def register_export(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="a checkpoint's HPCM weights -> weights file (.safetensors: loadable without pickle)",
+        description="Write the HPCM weights of a Lightning checkpoint, weights file or official file as a lit-hpcm "
+        "weights file: safetensors when OUTPUT ends in .safetensors (metadata: format, preset; loads with "
+        "safetensors.torch.load_file, no pickle), else a torch file. Every --ckpt option accepts both.",
+    )
+    p.add_argument("source", type=Path, metavar="CKPT")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT")
+    p.add_argument("--preset", choices=["base", "large", "tiny"], help="needed only for official weight files")
+    p.add_argument("--force", action="store_true", help="replace an existing output file (never the input)")
+    p.set_defaults(func=run_export)
 
 
 def register_import_official(subparsers: argparse._SubParsersAction) -> None:
