@@ -1,7 +1,8 @@
 """`lit-hpcm` command line: LightningCLI for fit/validate/test/predict, argparse for the tools.
 
     lit-hpcm fit|validate|test|predict -c configs/X.yaml [--print_config] [overrides]
-    lit-hpcm compress | decompress | eval | import-official | rd-plot | sweep-grid | sweep-report | layers | plot-gamma
+    lit-hpcm compress | decompress | eval | export | import-official | rd-plot | sweep-grid | sweep-report | layers
+             | plot-gamma
 
 Every subcommand is registered in `_tools_parser`, the one list of them; each tool module holds its own
 argument definitions and runner. Imports are lazy so `lit-hpcm --help` does not load torch's training stack.
