@@ -1,6 +1,6 @@
 """Image <-> file bytes on top of `HPCM.compress` / `HPCM.decompress`.
 
-File layout, format version 2 (all integers big-endian)::
+File layout, format version 3 (all integers big-endian; version 2 has the same layout)::
 
     magic "HPCM" | u8 format version | u8 len + preset name | u32 width | u32 height
     | u8 len + original PIL mode | u8 device kind (0 cpu, 1 cuda) | u32 model fingerprint
@@ -16,8 +16,10 @@ differences of arithmetic (another CPU vector ISA, another intra-op thread count
 while decoding, so the file also carries a CRC-32 of the y symbols the encoder coded: a decoder that ends
 with other symbols refuses the file, naming both arithmetics ("encoder arithmetic" is a description, e.g.
 "cpu AVX512, torch 2.14.1"). On the CPU a decoder runs with the encoder's thread count (up to a cap), since
-oneDNN's kernels (and their float sums) depend on it. Version 1 files (no symbol CRC, threads or arithmetic) still
-decode, unchecked. Every malformed input raises `ValueError`.
+oneDNN's kernels (and their float sums) depend on it. Version 3 files are coded with CDF tables built in float64 on
+the CPU (the same wherever the model ran); versions 1 and 2 were coded with CompressAI's float32 tables and decode with
+those (`HPCM.release_tables`). Version 1 files (no symbol CRC, threads or arithmetic) still decode, unchecked. Every
+malformed input raises `ValueError`.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from .images import image_to_tensor, tensor_to_image
 from .models import HPCM
 
 MAGIC = b"HPCM"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_THREADS = 4096  # a larger thread count in a header is damage, not a machine
 DECODE_THREAD_FLOOR = 256  # a decoder follows a file's thread count up to max(its CPUs, this), see _decode_threads
 DEVICE_KINDS = ("cpu", "cuda")
+DEFAULT_MAX_PIXELS = 1 << 26  # 67.1 Mpx (8192×8192): a decode refuses a larger declared size before allocating
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -56,6 +59,7 @@ class Header:
     symbol_crc: int | None = None  # None in version 1 files: nothing to check the decode against
     threads: int | None = None  # the encoder's intra-op threads (CPU files of version 2)
     arithmetic: str | None = None  # where the encoder computed, for messages: "cpu AVX512, torch 2.14.1"
+    version: int = FORMAT_VERSION  # the file format, which also says which CDF tables coded it
 
 
 def _device_of(model: HPCM) -> str:
@@ -181,7 +185,7 @@ def read_header(data: bytes) -> tuple[Header, bytes, bytes]:
     (z_length,) = struct.unpack(">I", payload[:4]) if len(payload) >= 4 else (None,)
     if z_length is None or z_length > len(payload) - 4:
         raise ValueError("corrupt HPCM file: bad z-string length")
-    header = Header(preset, width, height, mode, device, fingerprint, symbol_crc, threads, arithmetic)
+    header = Header(preset, width, height, mode, device, fingerprint, symbol_crc, threads, arithmetic, version)
     return header, payload[4 : 4 + z_length], payload[4 + z_length :]
 
 
@@ -192,13 +196,27 @@ def coded_bytes(data: bytes) -> int:
     return len(z_string) + len(y_string)
 
 
-def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
-    """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly.
+def check_size(header: Header, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse (ValueError) a file whose declared image has more than ``max_pixels`` pixels.
+
+    Decoding allocates by the size the header declares, not by the payload (a forged 2^28-pixel header needs tens
+    of GB), so this bound is checked before anything is allocated.
+    """
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise ValueError(f"the file declares a {header.width}×{header.height} image ({pixels / 1e6:.1f} Mpx), more "
+                         f"than max_pixels {max_pixels} ({max_pixels / 1e6:.1f} Mpx) allows: raise it to decode")
+
+
+def decode_tensor(data: bytes, model: HPCM, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, Header]:
+    """File bytes -> (RGB tensor [3, H, W] in [0, 1], header); refuses files the model cannot decode exactly and
+    files declaring more than ``max_pixels`` pixels (`check_size`).
 
     A CPU file of version 2 is decoded with the encoder's intra-op thread count (`_decode_threads`; set with
     `torch.set_num_threads` for the decode and restored after it), then its symbols are checked against the file's.
     """
     header, z_string, y_string = read_header(data)
+    check_size(header, max_pixels)
     if header.preset != model.preset:
         raise ValueError(f"file was encoded with preset {header.preset!r}; this model is {model.preset!r}")
     if header.fingerprint != model.fingerprint():
@@ -210,7 +228,7 @@ def decode_tensor(data: bytes, model: HPCM) -> tuple[torch.Tensor, Header]:
             "is only exact on the same kind of device; decode it there"
         )
     threads = _decode_threads(header.threads) if device == "cpu" and header.threads else None
-    with _intra_op_threads(threads):
+    with _intra_op_threads(threads), model.release_tables(header.version):
         decoded = model.decompress([[y_string], [z_string]], (header.height, header.width))
     if header.symbol_crc is not None and decoded["symbol_crc"][0] != header.symbol_crc:
         raise ValueError(_mismatch_message(header, arithmetic_of(model), threads))
@@ -243,10 +261,12 @@ def _mismatch_message(header: Header, arithmetic: str, threads: int | None) -> s
     return f"file decodes to other symbols than were encoded (symbol CRC mismatch): {cause}"
 
 
-def decode(data: bytes, model: HPCM) -> Image.Image:
-    """File bytes -> PIL image (8-bit; grayscale originals come back as "L", everything else as "RGB")."""
-    x, header = decode_tensor(data, model)
+def decode(data: bytes, model: HPCM, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """File bytes -> PIL image (8-bit; grayscale originals come back as "L", everything else as "RGB"); see
+    `decode_tensor` for what is refused."""
+    x, header = decode_tensor(data, model, max_pixels)
     return tensor_to_image(x, "L" if header.mode in _GRAYSCALE_MODES else "RGB")
 
 
-__all__ = ["Header", "coded_bytes", "decode", "decode_tensor", "encode", "read_header"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Header", "check_size", "coded_bytes", "decode", "decode_tensor", "encode",
+           "read_header"]

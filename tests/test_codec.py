@@ -57,8 +57,9 @@ def test_other_weights_and_other_presets_are_refused(tiny_model):
 
 
 def _repacked(data: bytes, version: int, threads: int | None = None, device: int = 0, arithmetic: str | None = None):
-    """The file `data` written again as format `version` (1: without symbol CRC, threads and arithmetic), with the
-    given device code and, if given, thread count and arithmetic; the layout spelled out independently of the codec."""
+    """The file `data` written again as format `version` (1: without symbol CRC, threads and arithmetic; 2 and 3
+    share a layout), with the given device code and, if given, thread count and arithmetic; the layout spelled out
+    independently of the codec."""
     header, z_string, y_string = codec.read_header(data)
     text = lambda s: bytes([len(s)]) + s.encode("latin-1")  # noqa: E731
     payload = struct.pack(">I", len(z_string)) + z_string + y_string
@@ -96,7 +97,7 @@ def test_a_cpu_file_decodes_with_the_encoders_thread_count(coding_model, monkeyp
         torch.set_num_threads(own)
     header, _, _ = codec.read_header(data)
     assert header.threads == 1 and header.arithmetic.startswith(f"cpu {torch.backends.cpu.get_cpu_capability()}")
-    assert _repacked(data, 2) == data  # the test's statement of the layout is the codec's
+    assert _repacked(data, codec.FORMAT_VERSION) == data  # the test's statement of the layout is the codec's
     threads_seen = _recording_threads(coding_model, monkeypatch)
     torch.set_num_threads(2)
     try:
@@ -171,24 +172,26 @@ def test_the_thread_count_is_restored_when_decoding_fails(coding_model, monkeypa
 
 
 def test_version_1_files_still_decode_and_impossible_headers_are_refused(coding_model, monkeypatch):
-    data = codec.encode(coding_model, torch.rand(3, 24, 32))
-    old = _repacked(data, 1)
+    image = torch.rand(3, 24, 32)
+    data = codec.encode(coding_model, image)
+    with coding_model.release_tables(1):  # the tables version 1 files were coded with
+        old = _repacked(codec.encode(coding_model, image), 1)
     header, _, _ = codec.read_header(old)
     assert (header.symbol_crc, header.threads, header.arithmetic) == (None, None, None)
     assert torch.equal(codec.decode_tensor(old, coding_model)[0], codec.decode_tensor(data, coding_model)[0])
     for threads, device in ((0, 0), (codec.MAX_THREADS + 1, 0), (2, 1)):  # a cuda file records 0 threads
         with pytest.raises(ValueError, match="impossible thread count"):
-            codec.read_header(_repacked(data, 2, threads, device))
-    assert codec.read_header(_repacked(data, 2, 0, device=1))[0].device == "cuda"
+            codec.read_header(_repacked(data, codec.FORMAT_VERSION, threads, device))
+    assert codec.read_header(_repacked(data, codec.FORMAT_VERSION, 0, device=1))[0].device == "cuda"
     for text in ("cpu\nAVX2", "cpu \x1b[31m", "cpu é"):
         with pytest.raises(ValueError, match="encoder arithmetic is not printable ASCII"):
-            codec.read_header(_repacked(data, 2, arithmetic=text))
+            codec.read_header(_repacked(data, codec.FORMAT_VERSION, arithmetic=text))
     with monkeypatch.context() as patch:
         patch.setattr(torch, "get_num_threads", lambda: codec.MAX_THREADS + 1)
         with pytest.raises(ValueError, match="set fewer to encode"):
             codec.encode(coding_model, torch.rand(3, 8, 8))
-    with pytest.raises(ValueError, match=r"version 3 is not supported \(this build reads \(1, 2\)\)"):
-        codec.read_header(b"HPCM\x03" + data[5:-4] + struct.pack(">I", zlib.crc32(b"HPCM\x03" + data[5:-4])))
+    with pytest.raises(ValueError, match=r"version 4 is not supported \(this build reads \(1, 2, 3\)\)"):
+        codec.read_header(b"HPCM\x04" + data[5:-4] + struct.pack(">I", zlib.crc32(b"HPCM\x04" + data[5:-4])))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from compressai.entropy_models import GaussianConditional
 from torch import nn
 
 from .coders import LatentDecoder, LatentEncoder, LatentQuantizer
@@ -76,6 +77,8 @@ def _hyper_synthesis(c: HPCMConfig) -> nn.Sequential:
     m, n = c.latent_channels, c.hyper_channels
     return nn.Sequential(up2(n, n), *(block(n) for _ in range(c.hyper_depth)), up2(n, 2 * m), block(2 * m))
 
+
+RELEASE_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # what `update()` builds from the scale table
 
 LAYOUT_CACHE_SIZE = 4
 """Latent sizes whose `LatentLayout` stays cached: a training run uses one or two, a test set cycles through a few;
@@ -232,6 +235,30 @@ class HPCM(nn.Module):
         self.hyperprior.update()
         self._fingerprint = None  # weights may have changed since the last file was written
         return True
+
+    @contextmanager
+    def release_tables(self, format_version: int):
+        """The CDF tables that files of `format_version` were coded with, for the duration of the block.
+
+        Format 3 files use `update()`'s tables (float64, built on the CPU). Formats 1 and 2 were coded with
+        CompressAI's own float32 build on the buffers' device, whose quantized CDFs differ from the float64 ones in a
+        few entries: decoding such a file with the new tables would give other symbols. For them the tables are
+        rebuilt that way here (CPU coding, as `lit-hpcm compress` did) and the current ones restored afterwards.
+        """
+        if format_version >= 3:
+            yield
+            return
+        coders = [m for m in self.modules() if isinstance(m, GeneralizedGaussianConditional)]
+        saved = [{name: getattr(m, name) for name in RELEASE_TABLE_BUFFERS} for m in coders]
+        try:
+            with torch.no_grad(), coding_arithmetic(next(self.parameters()).device.type):
+                for coder in coders:
+                    GaussianConditional.update(coder)
+            yield
+        finally:
+            for coder, buffers in zip(coders, saved):
+                for name, value in buffers.items():
+                    setattr(coder, name, value)
 
     def fingerprint(self) -> int:
         """CRC-32 of the parameters (float32 bytes, in name order), which a coded file records so that
