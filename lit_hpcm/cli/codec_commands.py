@@ -71,8 +71,10 @@ def run_decompress(args: argparse.Namespace) -> int:
     _checked_output(args.output, [args.file, args.ckpt], args.force)
     data = args.file.read_bytes()
     header, _, _ = codec.read_header(data)
+    max_pixels = args.max_pixels or codec.DEFAULT_MAX_PIXELS
+    codec.check_size(header, max_pixels)  # before loading the model or allocating anything
     model = load_model(args.ckpt, args.preset or header.preset, _device(args.device))
-    save_image(codec.decode(data, model), args.output)
+    save_image(codec.decode(data, model, max_pixels), args.output)
     print(f"{args.file} -> {args.output}: {header.width}×{header.height}")
     return 0
 
@@ -169,7 +171,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _register_file_to_file(subparsers: argparse._SubParsersAction, name: str, help: str, source: str,
-                           ckpt_help: str | None, run) -> None:
+                           ckpt_help: str | None, run) -> argparse.ArgumentParser:
     """compress and decompress: one input file, `-o OUTPUT`, the weights, `--force`, the model options."""
     p = subparsers.add_parser(name, help=help)
     p.add_argument(source, type=Path)
@@ -178,6 +180,7 @@ def _register_file_to_file(subparsers: argparse._SubParsersAction, name: str, he
     p.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     _add_model_args(p)
     p.set_defaults(func=run)
+    return p
 
 
 def register_compress(subparsers: argparse._SubParsersAction) -> None:
@@ -185,8 +188,19 @@ def register_compress(subparsers: argparse._SubParsersAction) -> None:
                            "lit-hpcm checkpoint, weights file or official file", run_compress)
 
 
-def register_decompress(subparsers: argparse._SubParsersAction) -> None:
-    _register_file_to_file(subparsers, "decompress", ".hpcm file -> image", "file", None, run_decompress)
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def register_decompress(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = _register_file_to_file(subparsers, "decompress", ".hpcm file -> image", "file", None, run_decompress)
+    p.add_argument("--max_pixels", type=_positive_int, metavar="N",
+                   help="refuse a file declaring an image of more pixels, before allocating (default: 2^26 = "
+                   "67108864, 8192×8192: lit_hpcm.codec.DEFAULT_MAX_PIXELS); decoding needs memory in proportion")
+    return p
 
 
 def register_eval(subparsers: argparse._SubParsersAction) -> None:
