@@ -1,6 +1,6 @@
 """Fuzz campaign of the image file format: no damaged file may crash, hang or decode to a wrong image.
 
-    python benchmarks/fuzz_codec.py --count 10000 --resealed 1000 -o fuzz_codec.json
+    python benchmarks/fuzz_codec.py --count 10000 --resealed 1000 --forged 2000 -o fuzz_codec.json
 
 The reference file is a 64×64 noise image coded by the tiny preset with seeded weights, the last
 convolution of the analysis transform scaled ×30 (untrained weights give all-zero latents and a
@@ -15,6 +15,11 @@ drawn from a generator seeded by (--seed, campaign, i), so any input can be rebu
   rANS decoder. What this campaign checks is that the decoder survives garbage: no crash, no hang. Since
   format version 2 the file's CRC of the y symbols refuses most of them after decoding; a forger who
   also recomputes that CRC (which takes the weights) still gets another image.
+- ``forged`` (--forged): one header field forged and the CRC rewritten: the image size (above the decoder's
+  ``max_pixels`` bound but within the 2^28 pixels a header may declare; small, up to 512 per side; or any
+  u32 pair), the format version, device, fingerprint, thread count, symbol CRC, payload length, or a text
+  field (preset, mode, arithmetic) replaced by random bytes. The contract: no crash, no hang, and every
+  size above ``max_pixels`` refused (``ValueError``) within --deadline seconds, before anything is allocated.
 
 Each input is decoded in a worker process. A worker that dies (native crash) is counted as a crash
 and restarted; one that does not answer within --hang-timeout seconds is a hang, killed and
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import random
+import re
 import struct
 import time
 import zlib
@@ -35,6 +41,8 @@ from _common import provenance, write_json
 
 DAMAGES = ("flip", "truncate", "extend", "splice", "cut", "zero", "repeat", "random")
 FORGERIES = ("flip_payload", "cut_y", "extend_y", "cut_z", "extend_z")
+HEADER_FORGERIES = ("size_over_bound", "size_small", "size_any", "version", "device", "fingerprint", "threads",
+                    "symbol_crc", "payload_length", "preset", "mode", "arithmetic")
 _SHOWN_MESSAGES = 12
 
 
@@ -184,12 +192,53 @@ def resealed(original: bytes, rng: random.Random) -> tuple[str, bytes]:
     return kind, body + struct.pack(">I", zlib.crc32(body))
 
 
+def _header_fields(original: bytes) -> dict[str, tuple[int, str]]:
+    """Offset and struct format ("text": u8 length + bytes) of each header field of ``original`` (format 2 and 3
+    layout, see lit_hpcm.codec), spelled out independently of the codec's parser."""
+    fields, pos = {"version": (len(b"HPCM"), ">B")}, len(b"HPCM") + 1
+    for name, fmt in (("preset", "text"), ("width", ">I"), ("height", ">I"), ("mode", "text"), ("device", ">B"),
+                      ("fingerprint", ">I"), ("symbol_crc", ">I"), ("threads", ">H"), ("arithmetic", "text"),
+                      ("payload_length", ">I")):
+        fields[name] = (pos, fmt)
+        pos += 1 + original[pos] if fmt == "text" else struct.calcsize(fmt)
+    return fields
+
+
+def _forged_size(kind: str, rng: random.Random) -> tuple[int, int]:
+    """(width, height) for a size forgery: over the decode bound (within 2^28 pixels), small, or any u32 pair."""
+    from lit_hpcm.codec import DEFAULT_MAX_PIXELS
+
+    if kind == "size_over_bound":
+        width = rng.randint(DEFAULT_MAX_PIXELS // (1 << 14) + 1, 1 << 14)
+        return width, rng.randint(DEFAULT_MAX_PIXELS // width + 1, (1 << 28) // width)
+    if kind == "size_small":
+        return rng.randint(1, 512), rng.randint(1, 512)
+    return rng.getrandbits(32), rng.getrandbits(32)
+
+
+def forged_header(original: bytes, rng: random.Random) -> tuple[str, bytes]:
+    """One copy with one header field forged and the CRC rewritten to match: (kind, bytes)."""
+    fields = _header_fields(original)
+    kind = rng.choice(HEADER_FORGERIES)
+    body = bytearray(original[:-4])
+    if kind.startswith("size_"):
+        at = fields["width"][0]
+        body[at : at + 8] = struct.pack(">II", *_forged_size(kind, rng))
+    elif fields[kind][1] == "text":
+        at = fields[kind][0]
+        body[at : at + 1 + body[at]] = bytes([n := rng.randint(0, 40)]) + rng.randbytes(n)
+    else:
+        at, fmt = fields[kind]
+        body[at : at + struct.calcsize(fmt)] = rng.randbytes(struct.calcsize(fmt))
+    return kind, bytes(body) + struct.pack(">I", zlib.crc32(body))
+
+
 # -- campaigns -------------------------------------------------------------------------------------------------
 
 
 def campaign(name: str, count: int, make, decoder: Decoder, seed: int, deadline: float) -> dict:
     """Decode ``count`` inputs from ``make(original, rng)``; counts per outcome and kind, timings, examples."""
-    outcomes, by_kind, messages, failures, slowest = Counter(), {}, Counter(), [], 0.0
+    outcomes, by_kind, messages, failures, slowest = Counter(), {}, Counter(), [], {}
     started = time.perf_counter()
     for index in range(count):
         kind, blob = make(decoder.original, random.Random(f"{seed}/{name}/{index}"))
@@ -197,9 +246,9 @@ def campaign(name: str, count: int, make, decoder: Decoder, seed: int, deadline:
         outcomes[outcome] += 1
         by_kind.setdefault(kind, Counter())[outcome] += 1
         if outcome == "value_error":
-            messages[detail.split(":")[0]] += 1
+            messages[re.sub(r"\d+(\.\d+)?", "N", detail.split(":")[0])] += 1  # numbers aside: one key per message
         if seconds == seconds:  # not NaN
-            slowest = max(slowest, seconds)
+            slowest[kind] = max(slowest.get(kind, 0.0), seconds)
             outcomes["over_deadline"] += seconds > deadline
         if outcome in ("crash", "hang", "other_exception") and len(failures) < 20:
             failures.append({"index": index, "kind": kind, "outcome": outcome, "detail": detail})
@@ -211,7 +260,8 @@ def campaign(name: str, count: int, make, decoder: Decoder, seed: int, deadline:
         "crashes": outcomes["crash"] + outcomes["other_exception"],
         "hangs": outcomes["hang"],
         "over_deadline": outcomes["over_deadline"],
-        "slowest_seconds": round(slowest, 4),
+        "slowest_seconds": round(max(slowest.values(), default=0.0), 4),
+        "slowest_seconds_by_kind": {k: round(v, 4) for k, v in sorted(slowest.items())},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "value_error_messages": dict(messages.most_common(_SHOWN_MESSAGES)),
@@ -223,6 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="damaged files")
     parser.add_argument("--resealed", type=int, default=1_000, help="forged files with a damaged payload")
+    parser.add_argument("--forged", type=int, default=2_000, help="files with one forged header field")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=1.0, help="seconds a damaged file may take to refuse")
     parser.add_argument("--hang-timeout", type=float, default=30.0, help="seconds before a worker counts as hung")
@@ -246,9 +297,16 @@ def main() -> None:
         write_json(args.output, report)
         report["resealed"] = campaign("resealed", args.resealed, resealed, decoder, args.seed, args.deadline)
         write_json(args.output, report)
+        forged = campaign("forged", args.forged, forged_header, decoder, args.seed, args.deadline)
+        over_bound = forged["by_kind"].get("size_over_bound", {})
+        forged["sizes_over_bound_refused"] = over_bound.get("value_error", 0) == sum(over_bound.values())
+        forged["contract_holds"] = (forged["crashes"] == forged["hangs"] == 0 and forged["sizes_over_bound_refused"]
+                                    and forged["slowest_seconds_by_kind"].get("size_over_bound", 0) <= args.deadline)
+        report["forged"] = forged
+        write_json(args.output, report)
     finally:
         decoder.close()
-    for name in ("damaged", "resealed"):
+    for name in ("damaged", "resealed", "forged"):
         run = report[name]
         print(f"{name}: {run['inputs']} inputs, {run['value_error']} ValueError, {run['decoded_exact']} exact, "
               f"{run['decoded_different']} different, {run['crashes']} crashes, {run['hangs']} hangs, "
