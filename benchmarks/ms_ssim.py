@@ -45,7 +45,7 @@ def measure(name: str, repeats: int) -> dict:
     times = {label: [] for label in DTYPES}
     for repeat in range(repeats):
         for label, dtype in DTYPES.items():
-            times[label] += time_call(lambda: ms_ssim_8bit(original, recon, dtype), torch.device("cpu"), 1,
+            times[label] += time_call(lambda dtype=dtype: ms_ssim_8bit(original, recon, dtype), torch.device("cpu"), 1,
                                       warmup=1 if repeat == 0 else 0)
     for label, dtype in DTYPES.items():
         row[label] = {"ms_ssim": ms_ssim_8bit(original, recon, dtype), "median_s": median(times[label]),
