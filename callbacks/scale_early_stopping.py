@@ -16,8 +16,9 @@ from typing import Any, Literal, Optional, Union
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 
+from lit_hpcm.callbacks.messages import say
 from lit_hpcm.checkpoint_io import write_atomically
 
 DEFAULT_MONITORS = ("val/bpp_s1", "val/bpp_s2", "val/bpp_s3", "val/loss")
@@ -167,8 +168,8 @@ class ScaleEarlyStopping(Callback):
                 self._save_best(trainer, name)
             state = self.states[name]
             if state.stopped_epoch is not None:
-                rank_zero_info(f"ScaleEarlyStopping: stopped watching {name} at epoch {state.stopped_epoch} "
-                               f"(best {state.best} at epoch {state.best_epoch})")
+                say(trainer, f"ScaleEarlyStopping: stopped watching {name} at epoch {state.stopped_epoch} "
+                             f"(best {state.best} at epoch {state.best_epoch})")
         if trainer.strategy.reduce_boolean_decision(not self.watching, all=True):
             trainer.should_stop = True
 

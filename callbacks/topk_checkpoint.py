@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_hpcm.checkpoint_io import write_atomically
 
@@ -35,7 +36,9 @@ class TopKCheckpoint(ModelCheckpoint):
     ModelCheckpoint's two saving hooks are replaced, so no private member of it is relied on. ``last.ckpt`` is kept too (``save_last=True``) so ``--ckpt_path last``
     resumes. After every save ``<dirpath>/checkpoints.json`` lists the kept epoch checkpoints, oldest first:
     ``{"path", "epoch", "step", "metric", "kind": "best" | "last" | "both"}``, written atomically and
-    before any deletion.
+    before any deletion. In a run that validates, only a checkpoint validated at its own step has a metric (and
+    can rank among the best): one written between validations (at max_steps, say) gets ``"metric": null``,
+    not the value an earlier validation left in ``trainer.callback_metrics``.
 
     The kept sets are part of the callback's state, so a resumed run keeps managing the same files.
 
@@ -72,6 +75,7 @@ class TopKCheckpoint(ModelCheckpoint):
         self.save_last_n = save_last_n
         self._saved_step: Optional[int] = None  # global step of the last epoch checkpoint this process wrote
         self._last_step: Optional[int] = None  # and of its last last.ckpt
+        self._validated_step: Optional[int] = None  # global step of the last validation (not a sanity check)
         self.recent: list[str] = []  # the newest save_last_n epoch checkpoints, oldest first
         self.entries: dict[str, dict[str, Any]] = {}  # kept epoch checkpoint -> epoch, step, metric
 
@@ -82,15 +86,28 @@ class TopKCheckpoint(ModelCheckpoint):
 
     # -- saving: ModelCheckpoint's two saving hooks replaced, on public trainer, strategy and ModelCheckpoint calls --
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """The folder (default ``<default_root_dir>/checkpoints``). ModelCheckpoint's warning that it is not empty
+        waits for `on_fit_start`, where it is known whether the fit resumes (then the files there are its own)."""
         if self.dirpath is None:  # before ModelCheckpoint's own default (inside the logger's version folder)
             self.dirpath = str(Path(trainer.default_root_dir, self.FOLDER).resolve())
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fresh fit into a folder that holds files warns (they may be replaced); a resumed fit does not (the
+        checkpoint it loaded is known here, after the restore)."""
+        folder = Path(self.dirpath)
+        if not trainer.ckpt_path and self.save_top_k != 0 and folder.is_dir() and any(folder.iterdir()):
+            rank_zero_warn(f"Checkpoint directory {folder} exists and is not empty.")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._saves_at_epoch_end(trainer):
             self._save_epoch(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_step = trainer.global_step
         if not self._saves_at_epoch_end(trainer):
             self._save_epoch(trainer)
 
@@ -110,7 +127,7 @@ class TopKCheckpoint(ModelCheckpoint):
         metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
                    "step": torch.tensor(trainer.global_step)}
         path = self.format_checkpoint_name(metrics)
-        score = metrics.get(self.monitor)
+        score = self._score(trainer)
         metric = float(score) if score is not None and math.isfinite(float(score)) else None
         self.entries[path] = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metric": metric}
         self.recent = [*self.recent, path][-self.save_last_n :] if self.save_last_n else []
@@ -131,6 +148,13 @@ class TopKCheckpoint(ModelCheckpoint):
             write_atomically(Path(self.dirpath) / self.MANIFEST, lambda handle: handle.write(text.encode()))
         for path in dropped:  # only now that the manifest no longer lists them
             trainer.strategy.remove_checkpoint(path)
+
+    def _score(self, trainer: pl.Trainer) -> Optional[torch.Tensor]:
+        """The monitored value of a checkpoint written now, None when it has none: in a run that validates, a
+        validation must have run at this very step (callback_metrics still holds the last one's values)."""
+        score = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        validates = sum(trainer.num_val_batches) > 0
+        return None if validates and self._validated_step != trainer.global_step else score
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A fit that stops between epoch saves (max_steps, a stop request) still leaves its last state."""
@@ -163,7 +187,10 @@ class TopKCheckpoint(ModelCheckpoint):
         return {**super().state_dict(), "recent": self.recent, "entries": self.entries}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if state_dict.get("dirpath", self.dirpath) == self.dirpath:  # as ModelCheckpoint: same folder only
+        """The kept sets of the same folder only (ModelCheckpoint's rule). A checkpoint of another folder (`test`
+        of another run's file, a fit started from it) restores nothing, and without ModelCheckpoint's warning
+        that the dirpath has changed: nothing here should follow the file."""
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
             self.recent = list(state_dict.get("recent", []))
             self.entries = dict(state_dict.get("entries", {}))

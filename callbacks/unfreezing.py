@@ -13,9 +13,9 @@ from typing import Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lit_hpcm.callbacks.messages import say
 from lit_hpcm.models import PARAMETER_GROUPS
 
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(PARAMETER_GROUPS.values()))
@@ -122,9 +122,9 @@ class ProgressiveUnfreezing(Callback):
         released = pl_module.frozen_groups - frozen
         pl_module.set_frozen(frozen, self.managed)
         if released:
-            rank_zero_info(f"ProgressiveUnfreezing: epoch {epoch}: unfroze {sorted(released)}")
+            say(trainer, f"ProgressiveUnfreezing: epoch {epoch}: unfroze {sorted(released)}")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report:
             frozen = self.frozen_at(trainer.current_epoch)
-            rank_zero_info(layer_report(pl_module, pl_module.base_lr, pl_module.lr_multipliers, frozen))
+            say(trainer, layer_report(pl_module, pl_module.base_lr, pl_module.lr_multipliers, frozen))

@@ -29,7 +29,9 @@ class RunCSVLogger(CSVLogger):
     Args:
         save_dir: folder holding the log versions. None: the trainer's ``default_root_dir`` (the `lit-hpcm`
             CLI fills it in; used from Python, None means the working folder).
-        name, version, prefix, flush_logs_every_n_steps: as CSVLogger.
+        name, prefix, flush_logs_every_n_steps: as CSVLogger.
+        version: as CSVLogger; a name rather than a number (the CLI gives `test`, `validate` and `predict` their
+            command's name) is that command's latest log, which the next one replaces without a warning.
         resume_step: continue an existing ``version`` from this step: keep its rows at earlier steps, drop the
             rest. None: a fresh metrics.csv.
     """
@@ -41,6 +43,8 @@ class RunCSVLogger(CSVLogger):
         if resume_step is not None and version is None:
             raise ValueError(f"resume_step ({resume_step}) continues a log version: give the version too")
         self.resume_step = resume_step
+        if resume_step is not None or isinstance(version, str):
+            self._replace_quietly()
         self._carried: list[dict] = self._read_kept_rows() if resume_step is not None else []
         self._written_before_resume = {(int(row["step"]), _columns(row)) for row in self._carried}
 
@@ -48,11 +52,14 @@ class RunCSVLogger(CSVLogger):
         metrics = Path(self.log_dir) / "metrics.csv"
         if not metrics.is_file():
             return []
-        # Lightning's writer warns that it replaces an existing metrics.csv: here that is the intent (the kept
-        # rows are written back first thing), so that one warning, for this folder only, is not shown.
-        warnings.filterwarnings("ignore", message=f"Experiment logs directory {re.escape(self.log_dir)} exists")
         with open(metrics, newline="") as handle:
             return [row for row in csv.DictReader(handle) if int(row["step"]) < self.resume_step]
+
+    def _replace_quietly(self) -> None:
+        """Lightning's writer warns that it replaces an existing metrics.csv: for a continued log (the kept rows
+        are written back first thing) or a command's latest log that is the intent, so that one warning, for
+        this folder only, is not shown."""
+        warnings.filterwarnings("ignore", message=f"Experiment logs directory {re.escape(self.log_dir)} exists")
 
     def _write_carried_rows(self) -> None:
         """Put the kept rows back into the new metrics.csv (at once: the writer has just emptied the file)."""

@@ -73,3 +73,16 @@ def test_resumed_run_keeps_managing_the_same_files(tmp_path):
         "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"]  # best 1, 2 = last 1, 2 (epoch 0 evicted)
     fit(tmp_path, 6, ckpt_path="last")
     check_kept_files(tmp_path)
+
+
+def test_a_checkpoint_written_between_validations_has_no_metric(tmp_path):
+    """max_steps ends epoch 1 after its first step: that epoch's checkpoint was never validated, so it has no
+    score (it used to carry epoch 0's val/loss) and does not rank among the best."""
+    callback = TopKCheckpoint(tmp_path, save_top_k=2, save_last_n=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback],
+                        default_root_dir=tmp_path)
+    trainer.fit(Scripted())
+    manifest = json.loads((tmp_path / "checkpoints.json").read_text())
+    assert [(m["step"], m["metric"], m["kind"]) for m in manifest] == [(2, SCRIPT[0], "both"), (3, None, "last")]
+    assert list(callback.best_k_models) == [str(tmp_path / "epoch=0-step=2.ckpt")]

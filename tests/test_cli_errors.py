@@ -80,8 +80,8 @@ def test_a_recipe_refuses_to_train_without_its_data_folders(capsys, folders, con
     args = ["fit", "-c", str(REPO / f"configs/{config}.yaml"), "--trainer.accelerator=cpu", "--trainer.devices=1",
             "--model.init_weights=null"]
     assert _errors(capsys, args, folders["run"]) == [
-        "lit-hpcm fit: error: train_dir is not set: this config needs your images, --data.train_dir DIR (and "
-        "--data.val_dir DIR to validate); only the demo configs use the bundled sample photos"]
+        ("lit-hpcm fit: error: train_dir is not set: this config needs your images, --data.train_dir DIR (and "
+        "--data.val_dir DIR to validate); only the demo configs use the bundled sample photos")]
 
 
 def test_the_demo_says_it_uses_the_bundled_photos(folders, caplog):
@@ -90,5 +90,5 @@ def test_the_demo_says_it_uses_the_bundled_photos(folders, caplog):
     assert main(["fit", "-c", DEMO, f"--trainer.default_root_dir={run}", "--trainer.max_steps=1",
                  "--data.patch_size=64", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]) == 0
     said = [record.getMessage() for record in caplog.records if "bundled photos" in record.getMessage()]
-    assert said == ["ImageDataModule: no image folders given, so the demo data: training on 6 and validating on 2 "
-                    "of scikit-image's bundled photos"]
+    assert said == [("ImageDataModule: no image folders given, so the demo data: training on 6 and validating on 2 "
+                    "of scikit-image's bundled photos")]

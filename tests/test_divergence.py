@@ -8,9 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lit_hpcm.callbacks import TopKCheckpoint
 from torch.utils.data import DataLoader
 
-from lit_hpcm.callbacks import TopKCheckpoint
 from lit_hpcm.cli import main
 from lit_hpcm.errors import ConfigError, TrainingStopped
 from lit_hpcm.module import LitHPCM
@@ -86,8 +86,8 @@ def test_a_diverging_cli_fit_stops_in_one_line_with_exit_code_2(tmp_path, capsys
                  "--trainer.enable_progress_bar=false"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-hpcm fit: error:")]
     assert code == 2
-    assert errors == ["lit-hpcm fit: error: stopped at step 1: 5 steps in a row skipped (non-finite loss; "
-                      "--model.max_consecutive_skips 5); the checkpoints written before are kept"]
+    assert errors == [("lit-hpcm fit: error: stopped at step 1: 5 steps in a row skipped (non-finite loss; "
+                      "--model.max_consecutive_skips 5); the checkpoints written before are kept")]
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # stopped within epoch 0: nothing was saved
 
 

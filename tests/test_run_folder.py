@@ -44,3 +44,18 @@ def test_early_stopping_files_default_to_the_run_folder(tmp_path):
 def test_a_log_continues_only_a_named_version(tmp_path):
     with pytest.raises(ValueError, match="give the version"):
         RunCSVLogger(str(tmp_path), resume_step=4)
+
+
+def test_an_offline_wandb_run_lands_in_the_run_folder(tmp_path, monkeypatch):
+    """lit_hpcm.wandb_logger.WandbLogger without save_dir writes <default_root_dir>/wandb/offline-run-*, not
+    ./wandb in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "my_run"
+    logger = {"class_path": "lit_hpcm.wandb_logger.WandbLogger", "init_args": {"project": "lit-hpcm-test"}}
+    assert main(["fit", "-c", str(REPO / "configs" / "demo.yaml"), f"--trainer.default_root_dir={run}",
+                 f"--trainer.logger={json.dumps([logger])}", "--trainer.max_steps=1", "--data.patch_size=64",
+                 "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_run"]
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from ..atomic_checkpoint_io import with_atomic_checkpoints
@@ -32,9 +33,11 @@ class HPCMCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.pop("plugins", trainer_config.get("plugins"))
         try:
-            return super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
+            trainer = super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
         except MisconfigurationException as err:
             raise ConfigError(_trainer_problem(err, trainer_config.get("accelerator"))) from None
+        trainer.callbacks.append(_MidEpochBar())  # after the progress bar: its train bar exists by then
+        return trainer
 
     def _check_data(self) -> None:
         """Before a subcommand runs (and its trainer makes the run's log folder): the data sources it reads."""
@@ -52,21 +55,28 @@ class HPCMCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Before anything is built: the run folder (what a run writes goes under `trainer.default_root_dir` unless
-        the config names another place: `RunCSVLogger`'s save_dir here, the callbacks' dirpath and
-        `model.test_results` default to it themselves); `--ckpt_path last` made the newest last*.ckpt of the
-        config's checkpoint callbacks; the checkpoint checked; a resumed fit's log continued in its folder."""
+        the config names another place: `RunCSVLogger`'s and our `WandbLogger`'s save_dir here, the callbacks'
+        dirpath and `model.test_results` default to it themselves); validate, test and predict log into one
+        folder named after the command (logs/test), not a new version each time; `--ckpt_path last` made the
+        newest last*.ckpt of the config's checkpoint callbacks; the checkpoint checked; a resumed fit's log
+        continued in its folder."""
         from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
         from ..run_logger import RunCSVLogger
+        from ..wandb_logger import WandbLogger
 
         if not self.config.get("subcommand"):
             return
         config = self.config[self.config.subcommand]
         root = Path(config.trainer.default_root_dir or ".")
         loggers = [entry for entry in _entries(config.trainer.logger) if _is(entry, RunCSVLogger)]
-        for entry in loggers:
+        for entry in [*loggers, *(entry for entry in _entries(config.trainer.logger) if _is(entry, WandbLogger))]:
             if entry.init_args.save_dir is None:
                 entry.init_args.save_dir = str(root)
+        if self.config.subcommand != "fit":
+            for entry in loggers:
+                if entry.init_args.version is None:
+                    entry.init_args.version = self.config.subcommand
         if config.get("ckpt_path") == "last":
             config.ckpt_path = _last_checkpoint(config.trainer.callbacks, root / TopKCheckpoint.FOLDER)
         if not config.get("ckpt_path") or config.ckpt_path in LIGHTNING_CKPT_KEYWORDS:
@@ -88,6 +98,17 @@ class HPCMCLI(LightningCLI):
         self._check_data()
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
             self.trainer.callbacks.append(CodecWriter(str(Path(self.trainer.default_root_dir) / "predictions")))
+
+
+class _MidEpochBar(Callback):
+    """A resumed fit starts the progress bar's epoch where Lightning 2.6 skips the epoch-start hooks (a checkpoint
+    of mid-epoch or of an epoch's end, max_steps' last.ckpt included): the bar read "Training: 9/?" (no epoch,
+    no total) until the next epoch."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        bar, loop = trainer.progress_bar_callback, trainer.fit_loop
+        if bar is not None and bar.is_enabled and (loop.restarted_mid_epoch or loop.restarted_on_epoch_end):
+            bar.on_train_epoch_start(trainer, pl_module)
 
 
 def _entries(value) -> list:
