@@ -202,7 +202,11 @@ def run_lightning(argv: list[str]) -> int:
     except argparse.ArgumentError as err:
         _print_error(argv[0], f"{_one_line(err)}\n(lit-hpcm {argv[0]} --help lists every option)")
         return 2
-    except (CheckpointError, ConfigError, TrainingStopped) as err:  # one line, not a traceback
+    except TrainingStopped as err:  # raised mid-epoch: end the progress bar's line (stdout) first
+        print(flush=True)
+        _print_error(argv[0], _one_line(err))
+        return 2
+    except (CheckpointError, ConfigError) as err:  # one line, not a traceback
         _print_error(argv[0], _one_line(err))
         return 2
     return 0
