@@ -11,11 +11,20 @@ import pytest
 import torch
 import yaml
 
-from test_module import _flat  # every tensor of a nested checkpoint tree, in a fixed order
-
 from lit_hpcm.cli import main
 
 STEPS = 32  # two epochs of 16 batches
+
+
+def _flat(obj) -> list[torch.Tensor]:
+    """Every tensor inside a nested checkpoint tree (dicts, lists), in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for k in sorted(obj, key=str) for t in _flat(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _flat(item)]
+    return []
 
 
 def _config(tmp_path: Path, out: Path) -> Path:
