@@ -145,7 +145,7 @@ def test_lr_scheduler_drives_the_step():
     assert before - p.item() == pytest.approx(0.01, rel=1e-7)
 
 
-def test_state_dict_round_trip_continues_identically():
+def test_cautious_adam_state_dict_round_trip_continues_identically():
     gen = torch.Generator().manual_seed(1)
     grads = [[torch.randn(5, generator=gen), torch.randn(2, 3, generator=gen)] for _ in range(6)]
 
@@ -263,7 +263,7 @@ def test_update_is_softmax_jacobian_plus_gamma_then_adam():
     assert famo.w.grad is None and not famo.w.requires_grad
 
 
-def test_state_dict_round_trip_continues_identically():
+def test_famo_state_dict_round_trip_continues_identically():
     gen = torch.Generator().manual_seed(2)
     losses = [torch.rand(3, generator=gen) + 0.1 for _ in range(8)]
 
