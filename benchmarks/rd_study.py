@@ -289,9 +289,39 @@ def plot_training_curves(runs: list[dict], out_png: str, seed: int = 0) -> None:
     fig.savefig(out_png, dpi=120)
 
 
+def verdict_table(payload: dict) -> list[str]:
+    """The headline table: per method, runs done, collapses, BD-rate and BD-PSNR against Adam (mean ± std over the
+    seeds where both curves allow it, and each seed's value), at the study's steps."""
+    settings, analysis = payload["settings"], payload.get("analysis", {})
+    lines = ["| method | runs | collapsed | BD-rate vs Adam, % (mean ± std) | per seed | BD-PSNR, dB | steps | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method in payload["methods"]:
+        runs = [r for r in payload["runs"] if r["method"] == method]
+        row = analysis.get(method, {})
+        gone = row.get("collapses") or collapses(runs, method)
+        seeds = sorted({r["seed"] for r in runs})
+        rate, per_seed, psnr = "anchor", "—", "—"
+        if "bd_rate_percent" in row:
+            rate, per_seed = _spread_text(row["bd_rate_percent"], 1)
+            psnr = _spread_text(row["bd_psnr_db"], 2)[0]
+        lines.append(f"| {method} | {len(runs)} | {gone['collapsed']} of {gone['runs']} | {rate} | {per_seed} | "
+                     f"{psnr} | {settings['steps']} | {', '.join(map(str, seeds)) or '—'} |")
+    return lines
+
+
+def _spread_text(entry: dict, digits: int) -> tuple[str, str]:
+    """("mean ± std", "seed values") of a `_spread` entry, or why there is none."""
+    if entry["mean"] is None:
+        return "not computable", "—"
+    std = f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else ""
+    return f"{entry['mean']:.{digits}f}{std}", ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
+
+
 def markdown_report(payload: dict) -> str:
-    """The study's tables as Markdown: every run's test point, then BD-rate / BD-PSNR against Adam."""
-    lines = ["| method | λ | seed | bpp | PSNR (dB) | y share (train) | y share (test) | final weights |",
+    """The study's tables as Markdown: the headline table, every run's test point, then BD-rate / BD-PSNR against
+    Adam with overlaps, paired costs and notes."""
+    lines = [*verdict_table(payload), "",
+             "| method | λ | seed | bpp | PSNR (dB) | y share (train) | y share (test) | final weights |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(payload["runs"], key=lambda r: (list(payload["methods"]).index(r["method"]), r["lmbda"], r["seed"])):
         weights = ", ".join(f"{v:.3f}" for v in r["final_weights"].values()) if r.get("final_weights") else "—"
@@ -303,21 +333,15 @@ def markdown_report(payload: dict) -> str:
               "rate overlap per seed | R-D cost vs Adam at the same λ, % (mean ± std, pairs) | collapsed | notes |",
               "|---|---|---|---|---|---|---|---|---|"]
 
-    def spread(entry, digits):
-        if entry["mean"] is None:
-            return "not computable", "—"
-        std = f" ± {entry['std']:.{digits}f}" if entry["std"] is not None else ""
-        return f"{entry['mean']:.{digits}f}{std}", ", ".join(f"{v:.{digits}f}" for v in entry["per_seed"])
-
     for method, row in payload.get("analysis", {}).items():
         if "bd_rate_percent" not in row:
             continue
-        rate, rate_seeds = spread(row["bd_rate_percent"], 1)
-        psnr, psnr_seeds = spread(row["bd_psnr_db"], 2)
+        rate, rate_seeds = _spread_text(row["bd_rate_percent"], 1)
+        psnr, psnr_seeds = _spread_text(row["bd_psnr_db"], 2)
         overlaps = ", ".join(f"{o['rate']:.2f}" for o in row["overlap"])
         notes = "; ".join(dict.fromkeys(n.split(": ", 1)[1] for n in row["notes"])) or "—"
         cost = row.get("rd_cost_vs_adam_percent")
-        cost_text = f"{spread(cost, 1)[0]} ({cost['pairs']})" if cost else "no shared λ"
+        cost_text = f"{_spread_text(cost, 1)[0]} ({cost['pairs']})" if cost else "no shared λ"
         gone = row.get("collapses") or {"collapsed": 0, "runs": 0}
         lines.append(f"| {method} | {rate} | {rate_seeds} | {psnr} | {psnr_seeds} | {overlaps} | {cost_text} | "
                      f"{gone['collapsed']}/{gone['runs']} | {notes} |")
