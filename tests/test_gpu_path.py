@@ -45,8 +45,8 @@ def test_test_results_are_the_same_under_bf16_mixed_and_32_true(tmp_path):
     folder = tmp_path / "test"
     folder.mkdir()
     photo = Image.open(bundled_photos(("chelsea.png",))[0]).convert("RGB")
-    for i in range(2):
-        photo.crop((60 * i, 0, 60 * i + 64, 48)).save(folder / f"img{i}.png")
+    for i in range(2):  # large enough for MS-SSIM (176 px a side), which bf16 convolutions would ruin
+        photo.crop((60 * i, 0, 60 * i + 192, 176)).save(folder / f"img{i}.png")
     data = ImageDataModule(train_dir=str(folder), val_dir=str(folder), test_dir=str(folder), num_workers=0)
     rows = {}
     for precision in ("32-true", "bf16-mixed"):
@@ -56,6 +56,7 @@ def test_test_results_are_the_same_under_bf16_mixed_and_32_true(tmp_path):
         rows[precision] = [{k: r[k] for k in ("bytes", "bpp", "psnr-rgb", "ms-ssim-rgb")}
                            for r in json.loads(out.read_text())["per_image"]]
     assert rows["bf16-mixed"] == rows["32-true"]
+    assert all(row["ms-ssim-rgb"] is not None for row in rows["32-true"])
 
 
 _FLAGS = {"matmul_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,

@@ -38,8 +38,11 @@ def ms_ssim_8bit(original: torch.Tensor, recon: torch.Tensor, dtype: torch.dtype
     """MS-SSIM of two 8-bit images [3, H, W] (uint8 or integer-valued floats in [0, 255]), computed in `dtype`.
 
     Both sides need at least `MS_SSIM_MIN_SIDE` pixels; the default dtype is the one `test` and `eval` report.
+    Autocast is off: under a trainer's bf16 precision its convolutions would run in bf16 (0.0 instead of 0.73 for a
+    photo), so the reported quality would depend on a training setting.
     """
-    return float(ms_ssim(recon[None].to(dtype) / 255, original[None].to(dtype) / 255, data_range=1.0))
+    with torch.autocast(original.device.type, enabled=False):
+        return float(ms_ssim(recon[None].to(dtype) / 255, original[None].to(dtype) / 255, data_range=1.0))
 
 
 def measure_image(model: HPCM, x: torch.Tensor, name: str) -> dict[str, Any]:
