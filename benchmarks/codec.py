@@ -15,10 +15,10 @@ import traceback
 from typing import Callable
 
 import torch
-from _common import median, provenance, time_call, write_json
 from PIL import Image
 from skimage import data as samples
 
+from _common import median, provenance, time_call, write_json
 from lit_hpcm import codec
 from lit_hpcm.checkpoints import load_model
 from lit_hpcm.fastpath import capture_inference

@@ -27,9 +27,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import provenance, write_json
 from cross_device import bare_decode, compared, photo, to_8bit
 
+from _common import provenance, write_json
 from lit_hpcm import codec
 from lit_hpcm.checkpoints import load_model
 

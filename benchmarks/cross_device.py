@@ -14,10 +14,10 @@ import argparse
 import copy
 
 import torch
-from _common import provenance, write_json
 from PIL import Image
 from skimage import data as samples
 
+from _common import provenance, write_json
 from lit_hpcm import codec
 from lit_hpcm.images import image_to_tensor
 from lit_hpcm.models import HPCM

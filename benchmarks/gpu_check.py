@@ -33,8 +33,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _common import provenance, write_json
 
+from _common import provenance, write_json
 from lit_hpcm import codec
 from lit_hpcm.callbacks import EMA
 from lit_hpcm.data import ImageDataModule, bundled_photos

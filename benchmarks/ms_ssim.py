@@ -15,10 +15,10 @@ import io
 
 import numpy as np
 import torch
-from _common import median, provenance, time_call, write_json
 from PIL import Image
 from skimage import data as samples
 
+from _common import median, provenance, time_call, write_json
 from lit_hpcm.evaluation.measure import ms_ssim_8bit
 
 PHOTOS = ("chelsea", "rocket", "coffee")

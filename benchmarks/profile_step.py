@@ -14,10 +14,10 @@ import time
 
 import lightning as L
 import torch
-from _common import provenance, synchronize, write_json
 from torch.profiler import ProfilerActivity, profile
 from train_step import MODES, RECIPES
 
+from _common import provenance, synchronize, write_json
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.module import LitHPCM
 

@@ -19,9 +19,9 @@ import time
 
 import lightning as L
 import torch
-from _common import provenance, write_json
 from train_step import MODES, release
 
+from _common import provenance, write_json
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.module import LitHPCM
 

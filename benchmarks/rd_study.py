@@ -43,16 +43,16 @@ import argparse
 import json
 import logging
 import math
-import statistics
 import multiprocessing
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import lightning as L
 import torch
-from _common import provenance, write_json
 
+from _common import provenance, write_json
 from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap, rd_plot

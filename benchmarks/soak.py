@@ -32,8 +32,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _common import provenance, write_json
 
+from _common import provenance, write_json
 from lit_hpcm.checkpoints import checkpoint_differences
 
 REPO = Path(__file__).resolve().parents[1]

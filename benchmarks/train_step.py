@@ -19,8 +19,8 @@ import traceback
 
 import lightning as L
 import torch
-from _common import median, provenance, synchronize, write_json
 
+from _common import median, provenance, synchronize, write_json
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.module import LitHPCM
 

@@ -30,8 +30,8 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import provenance, time_call, write_json
 
+from _common import provenance, time_call, write_json
 from lit_hpcm.compressai_core import load_coding_core
 
 load_coding_core()  # as `lit-hpcm` does, in every process of this script (the official code does not use CompressAI)

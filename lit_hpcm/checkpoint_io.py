@@ -29,12 +29,12 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-__all__ = [
-    "AtomicCheckpointIO",
+__all__ = [  # the Lightning plugin's two names are loaded lazily by __getattr__ below
+    "AtomicCheckpointIO",  # noqa: F822
     "CheckpointError",
     "read_checkpoint",
     "unreadable_checkpoint",
-    "with_atomic_checkpoints",
+    "with_atomic_checkpoints",  # noqa: F822
     "write_atomically",
 ]
 

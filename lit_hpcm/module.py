@@ -47,7 +47,6 @@ from .optim.schedules import milestone_scheduler
 from .run_logger import RunCSVLogger
 from .tasks import RATE_PARTS, task_losses, task_names
 
-
 # Lightning 2.6 builds torch pytree LeafSpec objects, which torch 2.14 deprecates with a FutureWarning on every
 # fit; neither is ours to fix. Only that message is hidden.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_hpcm.callbacks import ProgressiveUnfreezing
 from lit_hpcm.cli import main
 from lit_hpcm.cli.lightning import HPCMCLI
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.sweeps.report import sweep_report
-from lit_hpcm.sweeps.grid import grid_points, load_sweep, sweep_commands
 from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim import CautiousAdam
+from lit_hpcm.sweeps.grid import grid_points, load_sweep, sweep_commands
+from lit_hpcm.sweeps.report import sweep_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ROOT / "configs" / "ablations"

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from lit_hpcm.callbacks import ProgressiveUnfreezing
-from lit_hpcm.cli.callback_commands import register_layers
 from lit_hpcm.callbacks.unfreezing import layer_report
+from lit_hpcm.cli.callback_commands import register_layers
 from lit_hpcm.module import LitHPCM
 
 

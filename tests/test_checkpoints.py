@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lit_hpcm.checkpoints import CheckpointError, load_model, load_weights, save_weights
-from lit_hpcm.official import import_official, official_name
 from lit_hpcm.cli import main
 from lit_hpcm.models import HPCM
+from lit_hpcm.official import import_official, official_name
 
 
 def _official_tiny() -> dict[str, torch.Tensor]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.cli import main

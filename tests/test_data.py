@@ -80,7 +80,7 @@ def test_random_crop_is_a_window_of_the_image_maybe_flipped():
     for seed in range(5):
         crop = random_crop(img, P, torch.Generator().manual_seed(seed))
         variants = [crop, crop.flip(-1), crop.flip(-2), crop.flip(-1).flip(-2)]
-        windows = [full[:, t : t + P, l : l + P] for t in range(37 - P + 1) for l in range(41 - P + 1)]
+        windows = [full[:, t : t + P, left : left + P] for t in range(37 - P + 1) for left in range(41 - P + 1)]
         assert any(torch.equal(v, w) for v in variants for w in windows)
 
 
@@ -88,7 +88,7 @@ def test_random_crop_without_flips_is_an_unflipped_window():
     """The Balanced R-D authors' crops: no flips (random_flips: false); some seeds do flip when allowed."""
     img = Image.fromarray(_noise((37, 41, 3)))
     full = image_to_tensor(img)
-    windows = [full[:, t : t + P, l : l + P] for t in range(37 - P + 1) for l in range(41 - P + 1)]
+    windows = [full[:, t : t + P, left : left + P] for t in range(37 - P + 1) for left in range(41 - P + 1)]
     flipped_somewhere = False
     for seed in range(8):
         plain = random_crop(img, P, torch.Generator().manual_seed(seed), flips=False)

@@ -8,9 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lit_hpcm.callbacks import TopKCheckpoint
 from torch.utils.data import DataLoader
 
+from lit_hpcm.callbacks import TopKCheckpoint
 from lit_hpcm.cli import main
 from lit_hpcm.errors import ConfigError, TrainingStopped
 from lit_hpcm.module import LitHPCM

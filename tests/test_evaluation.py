@@ -12,6 +12,7 @@ import bjontegaard
 import pytest
 import yaml
 
+from lit_hpcm.cli.evaluation_commands import register_rd_plot, register_sweep_report
 from lit_hpcm.evaluation import (
     RDCurve,
     bd_psnr,
@@ -24,7 +25,6 @@ from lit_hpcm.evaluation import (
     read_curve,
     write_results,
 )
-from lit_hpcm.cli.evaluation_commands import register_rd_plot, register_sweep_report
 from lit_hpcm.sweeps.report import sweep_report
 from lit_hpcm.sweeps.runs import find_runs, lookup
 

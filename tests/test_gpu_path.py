@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 
 import lightning as L
-import pytest
 import scipy.stats
 import torch
 from compressai._CXX import pmf_to_quantized_cdf

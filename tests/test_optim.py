@@ -531,8 +531,8 @@ class AuthorsFAMO:
 
 
 def test_authors_offsets_reproduce_their_famo_on_a_recorded_loss_sequence():
-    from pathlib import Path
     import json
+    from pathlib import Path
 
     record = json.loads((Path(__file__).parent / "data" / "famo_loss_sequence.json").read_text())
     authors = AuthorsFAMO(2, record["gamma"], record["w_lr"], record["min_losses"])

@@ -10,10 +10,10 @@ import functools
 import numpy as np
 import pytest
 import torch
+from official_fill import fixture_dir, official_state
 from skimage import data as sample_photos
 
 from lit_hpcm.official import load_official
-from official_fill import fixture_dir, official_state
 
 FIXTURES = ["hpcm_base", "hpcm_large"]
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from .reporting import reporting_errors
-
 from ..callbacks.gamma_strategies import STRATEGIES
+from .reporting import reporting_errors
 
 
 @reporting_errors("plot-gamma")

@@ -11,9 +11,9 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from .reporting import reporting_errors
 from ..evaluation.bd import METHODS
 from ..evaluation.reference import METRICS, get_reference, list_references
+from .reporting import reporting_errors
 
 
 @reporting_errors("rd-plot")

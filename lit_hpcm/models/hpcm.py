@@ -29,8 +29,8 @@ from .entropy import GeneralizedGaussianConditional, official_scale_table
 from .hyperprior import PerChannelZCodec
 from .layers import PConvRB, down2, down4x4, up2, up4x4
 from .masks import LatentLayout
-from .schedule import SCALES
 from .presets import HPCMConfig, resolve_config
+from .schedule import SCALES
 
 # Parameter groups for layer-wise learning rates and freezing: top-level child -> group name.
 PARAMETER_GROUPS: dict[str, str] = {
