@@ -73,10 +73,16 @@ def test_non_finite_batch_is_skipped_and_changes_nothing(tmp_path):
     assert trainer.optimizers[0].state_dict()["state"] == {}  # the poisoned step never reached the optimizer
 
 
-def test_resume_from_a_checkpoint_continues_bit_identically(tmp_path):
+RESUMED_RECIPES = {  # FAMO with state carried between steps: bit shares and next-batch losses; loss-scale priors
+    "scales_next_batch": dict(task_set="scales", famo_update="next_batch"),
+    "rd_loss_scale": dict(task_set="rd", task_priors="loss_scale"),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RESUMED_RECIPES))
+def test_resume_from_a_checkpoint_continues_bit_identically(tmp_path, recipe):
     data = _batches(4)
-    kwargs = dict(preset="tiny", optimizer="cautious_adam", balancing="famo", task_set="scales",
-                  famo_update="next_batch", lr=1e-3)
+    kwargs = dict(preset="tiny", optimizer="cautious_adam", balancing="famo", lr=1e-3, **RESUMED_RECIPES[recipe])
 
     def fit(max_epochs, ckpt=None, save=None):
         torch.manual_seed(0)
@@ -97,22 +103,25 @@ def test_resume_from_a_checkpoint_continues_bit_identically(tmp_path):
     inner = [[m.famo.adam_exp_avg, m.famo.adam_exp_avg_sq, m.famo.adam_step] for m in (straight, resumed)]
     assert int(inner[0][2]) > 0 and bool(inner[0][1].gt(0).all())  # the inner Adam has taken steps
     assert all(torch.equal(a, b) for a, b in zip(*inner))
+    if straight.loss_scale is not None:  # the running estimate has moved and is carried by the checkpoint
+        assert bool(straight.loss_scale.started) and not torch.equal(straight.loss_scale.scale, torch.ones(2))
 
 
 class _RecordRankState(L.Callback):
-    """Writes each rank's weights and FAMO logits to a file at the end of training."""
+    """Writes each rank's weights, FAMO logits and loss-scale priors to a file at the end of training."""
 
     def __init__(self, folder: str):
         self.folder = folder
 
     def on_train_end(self, trainer, pl_module):
-        torch.save({"w": pl_module.famo.w.detach().clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone()},
+        torch.save({"w": pl_module.famo.w.detach().clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone(),
+                    "loss_scale": pl_module.loss_scale.scale.clone()},
                    os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
 
 
-def test_two_process_ddp_ends_with_identical_logits_and_weights(tmp_path):
+def test_two_process_ddp_ends_with_identical_logits_weights_and_priors(tmp_path):
     torch.manual_seed(0)
-    module = LitHPCM(preset="tiny", optimizer="cautious_adam", balancing="famo", lr=1e-3)
+    module = LitHPCM(preset="tiny", optimizer="cautious_adam", balancing="famo", task_priors="loss_scale", lr=1e-3)
     # different images per rank: only the all-reduce can keep the ranks' logits identical
     loader = DataLoader(_batches(4), batch_size=None)
     trainer = _trainer(tmp_path, max_steps=2, devices=2, strategy="ddp_spawn", use_distributed_sampler=True,
@@ -122,6 +131,8 @@ def test_two_process_ddp_ends_with_identical_logits_and_weights(tmp_path):
     assert torch.equal(ranks[0]["w"], ranks[1]["w"])
     assert torch.equal(ranks[0]["g_a"], ranks[1]["g_a"])
     assert not torch.equal(ranks[0]["w"], torch.zeros_like(ranks[0]["w"]))
+    assert torch.equal(ranks[0]["loss_scale"], ranks[1]["loss_scale"])  # the running priors of averaged losses
+    assert not torch.equal(ranks[0]["loss_scale"], torch.ones(2))
 
 
 def test_demo_config_trains_balanced_rd_without_latent_collapse_and_tests_end_to_end(tmp_path):
