@@ -46,6 +46,15 @@ def test_the_analysis_finds_a_known_bd_rate_and_says_why_it_cannot(rd_study):
     assert [o["rate"] for o in table["famo_rd"]["overlap"]] == [0.0, 0.0]
 
 
+def test_psnr_at_equal_rate_needs_no_curve_of_the_method(rd_study):
+    """Points clustered at one rate (no monotone curve, no BD-rate) still compare with Adam's curve at their rate:
+    0.5 dB above it where they sit on Adam's points shifted up; a run outside Adam's rate range is left out."""
+    runs = [_run("adam", lmbda, 0, 0.05 * 2**i, 20.0 + 2 * i) for i, lmbda in enumerate((1e-3, 2e-3, 4e-3, 8e-3))]
+    runs += [_run("famo_rd", 0.01, 0, 0.1, 22.5), _run("famo_rd", 0.02, 0, 0.2, 24.5), _run("famo_rd", 0.05, 0, 0.9, 30)]
+    gain = rd_study.psnr_gain_at_equal_rate(runs, "famo_rd")
+    assert gain["runs"] == 2 and gain["per_seed"] == pytest.approx([0.5, 0.5])
+
+
 def test_quick_study_two_jobs_then_resume(tmp_path):
     output = tmp_path / "quick.json"
     command = [sys.executable, str(SCRIPT), "--quick", "--methods", "adam", "famo_rd", "--jobs", "2",
