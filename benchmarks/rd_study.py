@@ -478,7 +478,7 @@ def main(argv=None) -> None:
         what = (f"fine-tuning {args.finetune_steps} steps from Adam ({args.steps})" if args.finetune
                 else f"{args.steps} steps from scratch")
         rd_plot(mean_curves(runs, list(methods)), "psnr", args.plot,
-                title=f"R-D study: {args.preset}, {what}, mean over seeds {args.seeds}")
+                title=f"R-D study: {args.preset}, {what}, mean over seeds {sorted({r['seed'] for r in runs})}")
     if args.curves:
         plot_training_curves(runs, args.curves, seed=args.seeds[0])
     print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}
