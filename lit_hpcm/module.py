@@ -401,7 +401,7 @@ class LitHPCM(L.LightningModule):
         """"loss" or "gradient" if the task losses [n_tasks] or the total gradient norm (0-d) are not finite
         on any DDP rank: the step's only device→host read (both flags in one tensor, one all-reduce)."""
         flags = torch.stack([~torch.isfinite(losses.detach()).all(), ~torch.isfinite(grad_norm)]).float()
-        bad_loss, bad_gradient = (self.trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        bad_loss, bad_gradient = (self._rank_mean(flags) > 0).tolist()
         return "loss" if bad_loss else "gradient" if bad_gradient else None
 
     def _skip(self, what: str) -> None:
@@ -432,7 +432,7 @@ class LitHPCM(L.LightningModule):
     def _weights_finite(self) -> bool:
         """Whether every weight is finite on every DDP rank (one all-reduce, one device→host read)."""
         bad = torch.stack([~torch.isfinite(p.detach()).all() for p in self.model.parameters()]).any().float()
-        return not bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
+        return not bool(self._rank_mean(bad) > 0)
 
     def _log_step(self, stage: str, objective, losses, stats, batch_size: int) -> None:
         values = {f"{stage}/loss": losses.sum(), f"{stage}/objective": objective.detach()}
@@ -534,8 +534,7 @@ class LitHPCM(L.LightningModule):
         """Every rank's rows on every rank, each image once (sorted by name), so all ranks hold the same list."""
         if self.trainer.world_size == 1:
             return self._test_rows
-        gathered = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(gathered, self._test_rows)
+        gathered = self._all_gather(self._test_rows)
         # DistributedSampler pads the last round with repeats of the first images: count each image once
         unique = {}
         for row in (r for part in gathered for r in part):
