@@ -8,9 +8,11 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
+
+from lit_hpcm.files import write_atomically
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,6 +69,23 @@ def provenance() -> dict:
 
 def write_json(path: str | Path, payload: dict) -> None:
     """Write `payload` as indented JSON (rewritten after every measurement, so a cut-off run keeps its rows)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(payload, indent=2) + "\n")
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomically(path, lambda handle: handle.write(text.encode()))
+
+
+def checkpoint_differences(a, b, where: str = "") -> list[str]:
+    """Where two checkpoint trees differ, as paths like ``/optimizer_states[0]/state/3/exp_avg`` (tensors
+    compared bit for bit). ModelCheckpoint states are skipped: they hold the run's own file paths. The soak
+    benchmark and the fault-tolerance tests use it to show that a resumed run ends exactly where an uninterrupted
+    one does."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [where]
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if set(a) != set(b):
+            return [f"{where} keys {sorted(map(str, set(a) ^ set(b)))}"]
+        keys = [k for k in a if not str(k).startswith("ModelCheckpoint")]
+        return [d for k in keys for d in checkpoint_differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in checkpoint_differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [where]

@@ -30,8 +30,8 @@ def compress_command(folder: Path) -> list[str]:
     import torch
     from PIL import Image
 
-    from lit_hpcm.checkpoints import save_weights
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import save_weights
 
     torch.manual_seed(0)
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", folder / "tiny.pt")

@@ -20,10 +20,10 @@ from skimage import data as samples
 
 from _common import median, provenance, time_call, write_json
 from lit_hpcm import codec
-from lit_hpcm.checkpoints import load_model
-from lit_hpcm.fastpath import capture_inference
-from lit_hpcm.images import image_to_tensor
+from lit_hpcm.data.images import image_to_tensor
 from lit_hpcm.models import HPCM
+from lit_hpcm.models.weights import load_model
+from lit_hpcm.training.cuda_graphs import capture_inference
 
 WIDTH, HEIGHT = 768, 512
 

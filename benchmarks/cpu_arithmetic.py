@@ -31,7 +31,7 @@ from cross_device import bare_decode, compared, photo, to_8bit
 
 from _common import provenance, write_json
 from lit_hpcm import codec
-from lit_hpcm.checkpoints import load_model
+from lit_hpcm.models.weights import load_model
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 VARIANTS = {

@@ -19,7 +19,7 @@ from skimage import data as samples
 
 from _common import provenance, write_json
 from lit_hpcm import codec
-from lit_hpcm.images import image_to_tensor
+from lit_hpcm.data.images import image_to_tensor
 from lit_hpcm.models import HPCM
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

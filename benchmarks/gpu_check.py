@@ -38,10 +38,10 @@ from _common import provenance, write_json
 from lit_hpcm import codec
 from lit_hpcm.callbacks import EMA
 from lit_hpcm.data import ImageDataModule, bundled_photos
-from lit_hpcm.images import image_to_tensor, open_image
+from lit_hpcm.data.images import image_to_tensor, open_image
+from lit_hpcm.loggers.csv_logger import RunCSVLogger
 from lit_hpcm.models.hpcm import LAYOUT_CACHE_SIZE
-from lit_hpcm.module import LitHPCM
-from lit_hpcm.run_logger import RunCSVLogger
+from lit_hpcm.training.module import LitHPCM
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from train_step import MODES, RECIPES
 
 from _common import provenance, synchronize, write_json
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 
 class ProfileWindow(L.Callback):

@@ -23,7 +23,7 @@ from train_step import MODES, release
 
 from _common import provenance, write_json
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 REFERENCE_MODE = "fp32"
 

@@ -55,11 +55,11 @@ import torch
 from scipy.interpolate import PchipInterpolator
 
 from _common import provenance, write_json
-from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.data import ImageDataModule
 from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap, rd_plot
 from lit_hpcm.evaluation.measure import measure_image, summarize
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.models.weights import save_weights
+from lit_hpcm.training.module import LitHPCM
 
 METHODS: dict[str, dict] = {
     "adam": {"optimizer": "adam", "balancing": "none"},

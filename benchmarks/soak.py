@@ -33,8 +33,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from _common import provenance, write_json
-from lit_hpcm.checkpoints import checkpoint_differences
+from _common import checkpoint_differences, provenance, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_MARK = "lit-hpcm-soak step "

@@ -22,7 +22,7 @@ import torch
 
 from _common import median, provenance, synchronize, write_json
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 # Mode name -> (Trainer precision, LitHPCM fast-path options). TF32 is on in every mode (official setting).
 MODES: dict[str, tuple[str, dict]] = {

@@ -7,14 +7,14 @@ Its entropy coder is a C++ extension; for `compress`/`decompress` build it once 
     cp build/lib*/*.so ../../     # next to src/entropy_models/__init__.py
 
 Each implementation runs in its own worker process, set up as its users run it: ours with the CPU allocator
-setting that `lit-hpcm` applies at start (`lit_hpcm.cpu_allocator`; ``--allocator`` picks another for a comparison),
+setting that `lit-hpcm` applies at start (`lit_hpcm.training.cpu_allocator`; ``--allocator`` picks another for a comparison),
 the official one with the C library's defaults. Every process imports CompressAI's coding core only, as `lit-hpcm`
-does (`lit_hpcm.compressai_core`; the official worker imports it too, with lit-hpcm's scale table and weight
+does (`lit_hpcm.codec.compressai_core`; the official worker imports it too, with lit-hpcm's scale table and weight
 importer). The parent asks them in turn, alternating who goes first, so both see the same machine load.
 Measured per pair: the training step (train-mode forward, R-D loss, backward) on a batch of crops, the eval
 forward, `compress` and `decompress` of one image; medians and the per-pair ratio ours/official (below 1: ours is
 faster), the bytes each coder wrote, and the peak RSS of a fresh process that runs three training steps. Weights:
-the official model's seeded random initialisation, imported into ours with `lit_hpcm.official.load_official`.
+the official model's seeded random initialisation, imported into ours with `lit_hpcm.models.official.load_official`.
 
     python benchmarks/vs_official.py --official ~/LIC-HPCM -o benchmarks/results/vs_official.json
 """
@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from _common import provenance, time_call, write_json
-from lit_hpcm.compressai_core import load_coding_core
+from lit_hpcm.codec.compressai_core import load_coding_core
 
 load_coding_core()  # as `lit-hpcm` does, in every process of this script (the official code does not use CompressAI)
 
 from lit_hpcm import codec  # noqa: E402  (after the line above)
-from lit_hpcm.cpu_allocator import keep_freed_memory  # noqa: E402
 from lit_hpcm.models import HPCM  # noqa: E402
 from lit_hpcm.models.entropy import official_scale_table  # noqa: E402
-from lit_hpcm.official import load_official  # noqa: E402
+from lit_hpcm.models.official import load_official  # noqa: E402
+from lit_hpcm.training.cpu_allocator import keep_freed_memory  # noqa: E402
 
 LMBDA = 0.0067
 

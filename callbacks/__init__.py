@@ -1,6 +1,6 @@
 """Training policy for LitHPCM as Lightning callbacks: γ schedules, progressive unfreezing, per-scale early
 stopping, best-K + last-N checkpointing, and an EMA of the weights without host syncs. They change only what the
-module exposes (``set_gamma``, ``set_lr_multipliers``, ``set_frozen``) and read logged metrics.
+module exposes (``balancer.set_gamma``, ``set_lr_multipliers``, ``set_frozen``) and read logged metrics.
 
 The names load their module on first use, so the command-line tools can read the γ strategies without
 importing Lightning.
@@ -8,10 +8,11 @@ importing Lightning.
 
 from __future__ import annotations
 
-import importlib
+from lit_hpcm import lazy_exports
 
 _WHERE = {
     "AdaptiveGamma": "adaptive_gamma",
+    "CodecWriter": "codec_writer",
     "EMA": "ema",
     "ProgressiveUnfreezing": "unfreezing",
     "ScaleEarlyStopping": "scale_early_stopping",
@@ -19,8 +20,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

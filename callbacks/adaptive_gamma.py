@@ -2,7 +2,7 @@
 
 γ needs tuning per model (DESIGN.md: 0.001–0.003; γ = 0 does not converge). A schedule lets a run start with
 one balance and end with another instead of fixing one value. The callback only calls the module's
-``set_gamma``, with values from :meth:`AdaptiveGamma.gamma_at`; :func:`gamma_schedule` and :func:`plot_gamma`
+balancer's ``set_gamma``, with values from :meth:`AdaptiveGamma.gamma_at`; :func:`gamma_schedule` and :func:`plot_gamma`
 tabulate and draw the same values, so the plotted schedule is the one a run gets.
 """
 
@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from lit_hpcm.tasks import TASK_SETS
+from lit_hpcm.training.tasks import TASK_SETS
 
 from .gamma_strategies import PROGRESS_STRATEGIES, STRATEGIES, Strategy
 
@@ -207,7 +207,7 @@ class AdaptiveGamma(Callback):
         if getattr(pl_module, "balancing", None) != "famo":
             raise ValueError("AdaptiveGamma needs a module with balancing: famo (γ is FAMO's)")
         if self.initial is None:  # not restored from a checkpoint
-            self.initial = [float(v) for v in pl_module.gamma]
+            self.initial = [float(v) for v in pl_module.balancer.gamma]
         self.gamma_at(0, self._run_length(trainer), self.initial, pl_module.task_names)  # fail early
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -226,7 +226,7 @@ class AdaptiveGamma(Callback):
         self.plateau_update(float(trainer.callback_metrics[self.monitor]))
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, t: int) -> None:
-        pl_module.set_gamma(self.gamma_at(t, self._run_length(trainer), self.initial, pl_module.task_names))
+        pl_module.balancer.set_gamma(self.gamma_at(t, self._run_length(trainer), self.initial, pl_module.task_names))
 
     def _run_length(self, trainer: pl.Trainer) -> Optional[int]:
         """``total``, or the trainer's run length in this callback's time unit (None when unknown)."""

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_hpcm.callbacks.messages import say
-from lit_hpcm.checkpoint_io import write_atomically
+from lit_hpcm.files import write_atomically
 
 DEFAULT_MONITORS = ("val/bpp_s1", "val/bpp_s2", "val/bpp_s3", "val/loss")
 

@@ -7,7 +7,7 @@ files in ``checkpoints.json``.
 
 Crash safety: the manifest is replaced atomically and always rewritten *before* a file it listed is
 deleted, so at any moment (a kill included) every path it lists exists. Checkpoint files themselves are
-atomic when the trainer uses :class:`lit_hpcm.checkpoint_io.AtomicCheckpointIO` (the CLI default).
+atomic when the trainer uses :class:`lit_hpcm.files.AtomicCheckpointIO` (the CLI default).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_hpcm.checkpoint_io import write_atomically
+from lit_hpcm.files import write_atomically
 
 
 class TopKCheckpoint(ModelCheckpoint):

@@ -27,6 +27,6 @@ class Probe(pl.Callback):
                            world_size=trainer.world_size, shard=[index for _, index in sampler])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.record.update(logits=pl_module.famo.w.tolist(), weights=pl_module.famo.weights().tolist(),
+        self.record.update(logits=pl_module.balancer.famo.w.tolist(), weights=pl_module.balancer.famo.weights().tolist(),
                            step=trainer.global_step)
         Path(os.environ["PROBE_DIR"], f"rank{trainer.global_rank}.json").write_text(json.dumps(self.record))

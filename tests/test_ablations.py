@@ -14,10 +14,10 @@ from lit_hpcm.callbacks import ProgressiveUnfreezing
 from lit_hpcm.cli import main
 from lit_hpcm.cli.lightning import HPCMCLI
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim import CautiousAdam
 from lit_hpcm.sweeps.grid import grid_points, load_sweep, sweep_commands
 from lit_hpcm.sweeps.report import sweep_report
+from lit_hpcm.training.module import LitHPCM
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ROOT / "configs" / "ablations"
@@ -42,11 +42,11 @@ def _at_demo_scale(command: list[str]) -> HPCMCLI:
 
 
 def _check_scale_weights(cli, point):
-    assert cli.model.famo.priors.tolist() == pytest.approx([1.0, 1.0, *point["model.scale_weights"]])
+    assert cli.model.balancer.famo.priors.tolist() == pytest.approx([1.0, 1.0, *point["model.scale_weights"]])
 
 
 def _check_per_scale_gamma(cli, point):
-    assert cli.model.famo.gamma.tolist() == pytest.approx(point["model.famo_gamma"])
+    assert cli.model.balancer.famo.gamma.tolist() == pytest.approx(point["model.famo_gamma"])
 
 
 def _check_context_lr(cli, point):
@@ -71,8 +71,8 @@ def _check_optimizer(cli, point):
     expected = CautiousAdam if point["model.optimizer"] == "cautious_adam" else torch.optim.Adam
     assert type(module.configure_optimizers()["optimizer"]) is expected
     assert module.hparams.famo_update == point["model.famo_update"]
-    assert module.famo.gamma.tolist() == pytest.approx([point["model.famo_gamma"]] * len(module.task_names))
-    assert module.famo.w_lr == pytest.approx(point["model.famo_w_lr"])
+    assert module.balancer.famo.gamma.tolist() == pytest.approx([point["model.famo_gamma"]] * len(module.task_names))
+    assert module.balancer.famo.w_lr == pytest.approx(point["model.famo_w_lr"])
 
 
 CHECKS = {

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim import BitSharePrior
 from lit_hpcm.optim.schedules import milestone_scheduler
+from lit_hpcm.training.module import LitHPCM
 
 
 def _objective_gradient(module: LitHPCM, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -20,7 +20,7 @@ def _objective_gradient(module: LitHPCM, x: torch.Tensor) -> tuple[torch.Tensor,
     params = [p for p in module.model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(objective, params, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
-    famo = module.famo
+    famo = module.balancer.famo
     c = (famo.weights() / (losses.detach() - famo.min_losses + famo.eps)).sum()
     return flat, losses.detach(), c
 
@@ -37,10 +37,10 @@ def test_scales_with_bit_share_priors_follow_the_rd_gradient_exactly():
     g_sc, losses_sc, c_sc = _objective_gradient(scales, x)
 
     assert torch.allclose(losses_sc[1:].sum(), losses_rd[1], rtol=1e-5)  # the same forward
-    share = scales.bit_share.share
+    share = scales.balancer.bit_share.share
     assert torch.allclose(share, losses_sc[1:] / losses_sc[1:].sum(), rtol=1e-5)  # no floor involved
-    assert torch.allclose(scales.famo.min_losses, torch.cat([torch.tensor([-1.0]), -share]))
-    assert torch.allclose(scales.famo.weights(), torch.cat([torch.tensor([0.5]), share / 2]), rtol=1e-5)
+    assert torch.allclose(scales.balancer.famo.min_losses, torch.cat([torch.tensor([-1.0]), -share]))
+    assert torch.allclose(scales.balancer.famo.weights(), torch.cat([torch.tensor([0.5]), share / 2]), rtol=1e-5)
     cosine = torch.nn.functional.cosine_similarity(g_rd, g_sc, dim=0)
     assert cosine > 1 - 1e-5
     assert torch.allclose(g_sc * c_sc, g_rd * c_rd, rtol=1e-3, atol=1e-6 * g_rd.abs().max())
@@ -63,13 +63,13 @@ def test_bit_share_is_a_running_share_kept_through_bad_batches():
 
 def test_priors_and_offsets_per_task_set():
     scales = LitHPCM(preset="tiny", balancing="famo", task_set="scales")
-    assert scales.bit_share is not None and "bit_share.share" in scales.state_dict()
+    assert scales.balancer.bit_share is not None and "balancer.bit_share.share" in scales.state_dict()
     rd = LitHPCM(preset="tiny", balancing="famo", task_set="rd")
-    assert rd.bit_share is None and rd.famo.min_losses.tolist() == [-1.0, -1.0]
+    assert rd.balancer.bit_share is None and rd.balancer.famo.min_losses.tolist() == [-1.0, -1.0]
     legacy = LitHPCM(preset="tiny", balancing="famo", task_set="rd", famo_min_losses=0.0)
-    assert legacy.famo.min_losses.tolist() == [0.0, 0.0]
+    assert legacy.balancer.famo.min_losses.tolist() == [0.0, 0.0]
     fixed = LitHPCM(preset="tiny", balancing="famo", task_set="scales", scale_weights=[2.0, 1.0, 1.0])
-    assert fixed.bit_share is None and fixed.famo.priors.tolist() == [1.0, 1.0, 2.0, 1.0, 1.0]
+    assert fixed.balancer.bit_share is None and fixed.balancer.famo.priors.tolist() == [1.0, 1.0, 2.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="bit_share' needs task_set 'scales'"):
         LitHPCM(preset="tiny", balancing="famo", task_set="rd", task_priors="bit_share")
     with pytest.raises(ValueError, match="famo_min_losses is one float"):

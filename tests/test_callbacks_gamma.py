@@ -12,10 +12,24 @@ import torch
 from lit_hpcm.callbacks import AdaptiveGamma
 from lit_hpcm.callbacks.adaptive_gamma import gamma_schedule, plot_gamma
 from lit_hpcm.cli.callback_commands import register_plot_gamma
-from lit_hpcm.tasks import TASK_SETS
+from lit_hpcm.training.tasks import TASK_SETS
 
 G0 = 1e-3
 RD, SCALES = TASK_SETS["rd"], TASK_SETS["scales"]
+
+
+class GammaBalancer:
+    """The part of LitHPCM's balancer AdaptiveGamma talks to."""
+
+    def __init__(self, gamma):
+        self._gamma = torch.tensor(gamma, dtype=torch.float64)
+
+    @property
+    def gamma(self):
+        return self._gamma.clone()
+
+    def set_gamma(self, values):
+        self._gamma = torch.tensor(values, dtype=torch.float64)
 
 
 class GammaModule:
@@ -25,14 +39,7 @@ class GammaModule:
 
     def __init__(self, gamma, task_set="rd"):
         self.task_names = TASK_SETS[task_set]
-        self._gamma = torch.tensor(gamma, dtype=torch.float64)
-
-    @property
-    def gamma(self):
-        return self._gamma.clone()
-
-    def set_gamma(self, values):
-        self._gamma = torch.tensor(values, dtype=torch.float64)
+        self.balancer = GammaBalancer(gamma)
 
 
 def trainer(epoch=0, step=0, max_epochs=10, metrics=None):
@@ -114,13 +121,13 @@ def test_epoch_and_step_hooks_set_the_module_gamma():
     callback = AdaptiveGamma(strategy="step", milestones=[2], factor=0.1)
     callback.on_fit_start(trainer(), module)
     callback.on_train_epoch_start(trainer(epoch=2), module)
-    assert module.gamma.tolist() == pytest.approx([1e-4, 1e-4])
+    assert module.balancer.gamma.tolist() == pytest.approx([1e-4, 1e-4])
 
     stepwise = AdaptiveGamma(strategy="linear", gamma_final=0.0, every_n_steps=5, total=10)
     stepwise.on_fit_start(trainer(), module)
     stepwise.on_train_epoch_start(trainer(epoch=3), module)  # no effect in step mode
     stepwise.on_train_batch_start(trainer(step=7), module, None, 0)  # held since step 5
-    assert module.gamma.tolist() == pytest.approx([G0 / 2, G0 / 2])
+    assert module.balancer.gamma.tolist() == pytest.approx([G0 / 2, G0 / 2])
 
 
 def test_plateau_rule_with_cooldown_and_floor_survives_a_state_round_trip():
@@ -137,7 +144,7 @@ def test_plateau_rule_with_cooldown_and_floor_survives_a_state_round_trip():
             callback.load_state_dict(state)
         callback.on_validation_end(trainer(epoch=epoch, metrics={"val/loss": torch.tensor(value)}), module)
         callback.on_train_epoch_start(trainer(epoch=epoch + 1), module)
-        assert module.gamma.tolist() == pytest.approx([want, want]), epoch
+        assert module.balancer.gamma.tolist() == pytest.approx([want, want]), epoch
 
 
 def test_plateau_ignores_the_sanity_check_and_needs_its_metric():
@@ -154,7 +161,7 @@ def test_resume_mid_schedule_continues_from_the_captured_initial_vector():
     def run(callback, module, epochs):
         for epoch in epochs:
             callback.on_train_epoch_start(trainer(epoch=epoch), module)
-            yield module.gamma.tolist()
+            yield module.balancer.gamma.tolist()
 
     options = dict(strategy="linear", gamma0=G0, gamma_final=1e-4)
     whole = AdaptiveGamma(**options)
@@ -168,7 +175,7 @@ def test_resume_mid_schedule_continues_from_the_captured_initial_vector():
     head = list(run(first, module, range(5)))
     resumed = AdaptiveGamma(**options)
     resumed.load_state_dict(first.state_dict())
-    module = GammaModule(module.gamma.tolist())  # γ as restored from the module's checkpoint
+    module = GammaModule(module.balancer.gamma.tolist())  # γ as restored from the module's checkpoint
     resumed.on_fit_start(trainer(epoch=5), module)
     tail = list(run(resumed, module, range(5, 10)))
     assert head + tail == reference

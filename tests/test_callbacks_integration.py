@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_hpcm.callbacks import AdaptiveGamma, ProgressiveUnfreezing, ScaleEarlyStopping, TopKCheckpoint
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
     torch.testing.assert_close(resumed_adam["state"], whole_adam["state"], rtol=0, atol=0)
     assert resumed_adam["param_groups"] == whole_adam["param_groups"]  # LRs included
     # hierarchical, 4 epochs: epoch 3 is in the last phase (s3 favoured)
-    assert resumed.gamma.tolist() == pytest.approx([0.001, 0.001, 0.004, 0.003, 0.006])
+    assert resumed.balancer.gamma.tolist() == pytest.approx([0.001, 0.001, 0.004, 0.003, 0.006])
     histories = [read_histories(tmp_path / run / "early_stopping" / "early_stopping.json") for run in ("whole", "split")]
     assert [h["epoch"] for h in histories[1]["val/bpp_s1"]] == [0, 1, 2, 3]
     assert histories[0] == histories[1]

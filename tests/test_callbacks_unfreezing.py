@@ -10,7 +10,7 @@ import pytest
 from lit_hpcm.callbacks import ProgressiveUnfreezing
 from lit_hpcm.callbacks.unfreezing import layer_report
 from lit_hpcm.cli.callback_commands import register_layers
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 
 def fake_trainer(world_size):

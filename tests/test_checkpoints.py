@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_hpcm.checkpoints import CheckpointError, load_model, load_weights, save_weights
 from lit_hpcm.cli import main
-from lit_hpcm.models import HPCM
-from lit_hpcm.official import import_official, official_name
+from lit_hpcm.errors import CheckpointError
+from lit_hpcm.models import HPCM, load_model, load_weights, save_weights
+from lit_hpcm.models.official import import_official, official_name
 
 
 def _official_tiny() -> dict[str, torch.Tensor]:
@@ -94,9 +94,9 @@ def test_weights_and_official_files_that_do_not_fit_name_the_file(tmp_path):
 
 
 def test_import_official_on_a_lit_hpcm_file_says_it_is_already_usable(tmp_path, capsys):
-    from lit_hpcm.checkpoints import save_weights
     from lit_hpcm.cli import main
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import save_weights
 
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "w.pt")
     assert main(["import-official", str(weights), str(tmp_path / "again.pt"), "--preset", "tiny"]) == 2
@@ -111,7 +111,7 @@ def test_export_writes_safetensors_a_user_loads_without_pickle(tmp_path, capsys,
     from safetensors.torch import load_file, save_file
 
     from lit_hpcm import codec
-    from lit_hpcm.module import LitHPCM
+    from lit_hpcm.training.module import LitHPCM
 
     torch.manual_seed(0)
     module = LitHPCM(preset="tiny", balancing="famo")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.cli import main
 from lit_hpcm.models import HPCM
+from lit_hpcm.models.weights import save_weights
 
 
 def _common(out) -> list[str]:

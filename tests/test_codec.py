@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lit_hpcm import codec
 from lit_hpcm.cli import main
+from lit_hpcm.codec import bitstream as codec  # its module globals are monkeypatched below
 from lit_hpcm.models import HPCM
 
 
@@ -230,7 +230,7 @@ def test_fuzzed_files_raise_value_error_or_decode_exactly(reference_file, data):
 
 def test_cli_compress_decompress_and_bad_file(tmp_path, capsys):
     torch.manual_seed(0)
-    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.models.weights import save_weights
 
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
     _photo("RGB").save(tmp_path / "in.png")
@@ -244,7 +244,7 @@ def test_cli_compress_decompress_and_bad_file(tmp_path, capsys):
 
 def test_cli_never_writes_over_an_input_and_refuses_an_existing_output(tmp_path, capsys):
     torch.manual_seed(0)
-    from lit_hpcm.checkpoints import save_weights
+    from lit_hpcm.models.weights import save_weights
 
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
     photo = tmp_path / "photo.png"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lit_hpcm import codec
-from lit_hpcm.checkpoints import save_weights
 from lit_hpcm.cli import main
 from lit_hpcm.cli.codec_commands import register_decompress
 from lit_hpcm.models import HPCM
+from lit_hpcm.models.weights import save_weights
 
 
 def _with_size(data: bytes, width: int, height: int) -> bytes:

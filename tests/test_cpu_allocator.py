@@ -13,12 +13,12 @@ import sys
 
 import pytest
 
-from lit_hpcm import cpu_allocator
+from lit_hpcm.training import cpu_allocator
 
 # Allocates a 64 MiB tensor and reports glibc's own accounting (mallinfo2) while it lives and after it is freed.
 PROBE = """
 import ctypes, json, sys, torch
-from lit_hpcm.cpu_allocator import keep_freed_memory
+from lit_hpcm.training.cpu_allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -9,18 +9,18 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
-from lit_hpcm.data import (
+from lit_hpcm.data import ImageDataModule
+from lit_hpcm.data.datasets import (
     BUNDLED_EVAL_PHOTOS,
     BUNDLED_TRAIN_PHOTOS,
-    ImageDataModule,
     TrainCrops,
     bundled_photos,
     collate_eval,
     pad_to_size,
     random_crop,
 )
-from lit_hpcm.images import find_images, image_to_tensor
-from lit_hpcm.resumable_loader import EpochTaggedSampler
+from lit_hpcm.data.images import find_images, image_to_tensor
+from lit_hpcm.data.loader import EpochTaggedSampler
 
 P = 32  # patch size used throughout: small keeps the tests fast
 

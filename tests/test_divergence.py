@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lit_hpcm.callbacks import TopKCheckpoint
 from lit_hpcm.cli import main
 from lit_hpcm.errors import ConfigError, TrainingStopped
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 REPO = Path(__file__).resolve().parents[1]
 

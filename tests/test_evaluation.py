@@ -463,10 +463,10 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, capsys, single_thread):
     import torch
     from PIL import Image
 
-    from lit_hpcm.checkpoints import save_weights
     from lit_hpcm.cli import main
     from lit_hpcm.data import bundled_photos
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import save_weights
 
     checkpoints = []
     for seed in (0, 1):
@@ -517,10 +517,10 @@ def test_eval_command_on_two_tiny_checkpoints(tmp_path, capsys, single_thread):
 def test_eval_checks_every_checkpoint_first_and_writes_only_when_asked(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from lit_hpcm.checkpoints import save_weights
     from lit_hpcm.cli import main
     from lit_hpcm.data import bundled_photos
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import save_weights
 
     good = str(save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "good.pt"))
     bad = tmp_path / "bad.pt"
@@ -542,10 +542,10 @@ def test_eval_skips_and_counts_unreadable_images_before_measuring(tmp_path, monk
     after the good one was measured; a folder with no readable image is one error line."""
     from PIL import Image
 
-    from lit_hpcm.checkpoints import save_weights
     from lit_hpcm.cli import main
     from lit_hpcm.data import bundled_photos
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import save_weights
 
     ckpt = str(save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt"))
     images = tmp_path / "images"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 
 def _fit(tmp_path, steps: int = 2, **options) -> LitHPCM:

@@ -20,11 +20,13 @@ from PIL import Image
 from test_callbacks_topk import Scripted
 from torch.utils.data import DataLoader
 
+from _common import checkpoint_differences
 from lit_hpcm.callbacks import TopKCheckpoint
-from lit_hpcm.checkpoint_io import AtomicCheckpointIO, CheckpointError, with_atomic_checkpoints, write_atomically
-from lit_hpcm.checkpoints import checkpoint_differences
 from lit_hpcm.cli import main
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.errors import CheckpointError
+from lit_hpcm.files import write_atomically
+from lit_hpcm.training.checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
+from lit_hpcm.training.module import LitHPCM
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +111,7 @@ def test_kill_9_mid_epoch_during_a_checkpoint_write_then_resume_equals_an_uninte
     assert checkpoint_differences(*final) == []
     # what the comparison covered: raw weights, FAMO logits and inner Adam, EMA weights, callback states
     assert {"current_model_state", "averaging_state", "optimizer_states", "loops"} <= set(final[0])
-    assert "famo.w" in final[0]["current_model_state"]
+    assert "balancer.famo.w" in final[0]["current_model_state"]
     assert any(key.startswith("AdaptiveGamma") for key in final[0]["callbacks"])
 
 

@@ -17,13 +17,13 @@ from compressai._CXX import pmf_to_quantized_cdf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from lit_hpcm import rng_states
 from lit_hpcm.callbacks import EMA
 from lit_hpcm.data import ImageDataModule, bundled_photos
 from lit_hpcm.models import HPCM
 from lit_hpcm.models.hpcm import LAYOUT_CACHE_SIZE
-from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim.qp import gram_matrix, qp_weights
+from lit_hpcm.training import rng_states
+from lit_hpcm.training.module import LitHPCM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,7 +277,7 @@ def test_an_epoch_with_a_skipped_step_logs_its_epoch_means(tmp_path):
 
 
 def test_freed_memory_is_kept_by_cpu_training_only(tmp_path, monkeypatch):
-    from lit_hpcm import module as module_file
+    from lit_hpcm.training import module as module_file
 
     calls = []
     monkeypatch.setattr(module_file, "keep_freed_memory", lambda: calls.append(1) or True)

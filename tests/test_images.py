@@ -1,4 +1,4 @@
-"""lit_hpcm.images: mode/bit-depth conversion, 8-bit output, file errors, atomic writes, folder search."""
+"""lit_hpcm.data.images: mode/bit-depth conversion, 8-bit output, file errors, atomic writes, folder search."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageFile
 
-from lit_hpcm.images import (
+from lit_hpcm.data.images import (
     IMAGE_SUFFIXES,
     describe_image,
     find_images,

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from lit_hpcm.module import LitHPCM
-from lit_hpcm.wandb_logger import WandbLogger
+from lit_hpcm.loggers.wandb_logger import WandbLogger
+from lit_hpcm.training.module import LitHPCM
 
 wandb = pytest.importorskip("wandb")
 
@@ -53,7 +53,7 @@ def test_wandb_prints_nothing_about_a_setting_nobody_chose(tmp_path):
     import subprocess
     import sys
 
-    script = ("from lit_hpcm.wandb_logger import WandbLogger; import wandb\n"
+    script = ("from lit_hpcm.loggers.wandb_logger import WandbLogger; import wandb\n"
               f"WandbLogger(offline=True, project='lit-hpcm', save_dir={str(tmp_path)!r}).experiment.log({{'x': 1.0}})\n"
               "wandb.finish()\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -70,11 +70,11 @@ def test_the_cli_takes_lightnings_wandb_arguments_for_ours(capsys):
     from lit_hpcm.cli import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["fit", "-c", "configs/demo.yaml", "--trainer.logger+=lit_hpcm.wandb_logger.WandbLogger",
+        main(["fit", "-c", "configs/demo.yaml", "--trainer.logger+=lit_hpcm.loggers.WandbLogger",
               "--trainer.logger.init_args.offline=true", "--trainer.logger.init_args.project=p1", "--print_config"])
     assert stop.value.code == 0
     printed = capsys.readouterr().out
-    assert "lit_hpcm.wandb_logger.WandbLogger" in printed and "project: p1" in printed and "offline: true" in printed
+    assert "lit_hpcm.loggers.WandbLogger" in printed and "project: p1" in printed and "offline: true" in printed
 
 
 def test_an_unknown_subcommand_lists_every_subcommand(capsys):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim import LossScalePrior
+from lit_hpcm.training.module import LitHPCM
 
 
 def _flat_grad(module: LitHPCM, loss: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,10 @@ def test_loss_scale_is_an_ema_kept_through_bad_batches():
 
 def test_loss_scale_options_are_checked_and_kept_in_the_state_dict():
     module = LitHPCM(preset="tiny", balancing="famo", task_priors="loss_scale")
-    assert {"loss_scale.scale", "loss_scale.started"} <= set(module.state_dict())
-    assert module.bit_share is None and module.famo.min_losses.tolist() == [-1.0, -1.0]  # the authors' offsets
+    assert {"balancer.loss_scale.scale", "balancer.loss_scale.started"} <= set(module.state_dict())
+    assert module.balancer.bit_share is None and module.balancer.famo.min_losses.tolist() == [-1.0, -1.0]  # the authors' offsets
     scales = LitHPCM(preset="tiny", balancing="famo", task_set="scales", task_priors="loss_scale")
-    assert scales.bit_share is not None and scales.loss_scale is not None  # offsets from the bit shares
+    assert scales.balancer.bit_share is not None and scales.balancer.loss_scale is not None  # offsets from the bit shares
     with pytest.raises(ValueError, match="loss_scale_decay must be in"):
         LitHPCM(preset="tiny", balancing="famo", task_priors="loss_scale", loss_scale_decay=1.5)
     with pytest.raises(ValueError, match="not both"):

@@ -14,7 +14,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from torch.utils.data import DataLoader
 
 from lit_hpcm.cli import main
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.training.module import LitHPCM
 
 MODES = [("adam", "none", "rd", "same_batch"), ("cautious_adam", "none", "rd", "same_batch")] + [
     (opt, "famo", tasks, update)
@@ -49,7 +49,7 @@ def test_a_few_steps_of_every_mode_move_the_weights(tmp_path, optimizer, balanci
     assert not torch.equal(before["model.g_a.0.weight"], after["model.g_a.0.weight"])
     assert module.skipped_steps == 0
     if balancing == "famo":
-        assert module.famo.weights().shape == (len(module.task_names),)
+        assert module.balancer.famo.weights().shape == (len(module.task_names),)
         moved = not torch.equal(before["famo.w"], after["famo.w"])
         # next_batch updates the logits from the 2nd step on; same_batch after every step
         assert moved
@@ -99,12 +99,12 @@ def test_resume_from_a_checkpoint_continues_bit_identically(tmp_path, recipe):
     resumed_state = _state(resumed)
     for key, value in _state(straight).items():
         assert torch.equal(value, resumed_state[key]), key
-    assert torch.equal(straight.famo.w, resumed.famo.w)
-    inner = [[m.famo.adam_exp_avg, m.famo.adam_exp_avg_sq, m.famo.adam_step] for m in (straight, resumed)]
+    assert torch.equal(straight.balancer.famo.w, resumed.balancer.famo.w)
+    inner = [[m.balancer.famo.adam_exp_avg, m.balancer.famo.adam_exp_avg_sq, m.balancer.famo.adam_step] for m in (straight, resumed)]
     assert int(inner[0][2]) > 0 and bool(inner[0][1].gt(0).all())  # the inner Adam has taken steps
     assert all(torch.equal(a, b) for a, b in zip(*inner))
-    if straight.loss_scale is not None:  # the running estimate has moved and is carried by the checkpoint
-        assert bool(straight.loss_scale.started) and not torch.equal(straight.loss_scale.scale, torch.ones(2))
+    if straight.balancer.loss_scale is not None:  # the running estimate has moved and is carried by the checkpoint
+        assert bool(straight.balancer.loss_scale.started) and not torch.equal(straight.balancer.loss_scale.scale, torch.ones(2))
 
 
 class _RecordRankState(L.Callback):
@@ -114,8 +114,8 @@ class _RecordRankState(L.Callback):
         self.folder = folder
 
     def on_train_end(self, trainer, pl_module):
-        torch.save({"w": pl_module.famo.w.detach().clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone(),
-                    "loss_scale": pl_module.loss_scale.scale.clone()},
+        torch.save({"w": pl_module.balancer.famo.w.detach().clone(), "g_a": pl_module.model.g_a[0].weight.detach().clone(),
+                    "loss_scale": pl_module.balancer.loss_scale.scale.clone()},
                    os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
 
 

@@ -338,8 +338,8 @@ def _legacy_state_dict(famo: FAMO, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("updates", [0, 3])
 def test_a_checkpoint_with_the_old_extra_state_loads_and_continues_identically(updates):
-    from lit_hpcm.checkpoints import check_lightning_checkpoint
-    from lit_hpcm.module import LitHPCM
+    from lit_hpcm.training.checkpoint_io import check_lightning_checkpoint
+    from lit_hpcm.training.module import LitHPCM
 
     gen = torch.Generator().manual_seed(3)
     losses = [torch.rand(2, generator=gen) + 0.1 for _ in range(updates + 3)]
@@ -356,16 +356,16 @@ def test_a_checkpoint_with_the_old_extra_state_loads_and_continues_identically(u
 
     # a Lightning checkpoint of LitHPCM from before: checked, mapped once, then loaded as Lightning loads it
     module = LitHPCM(preset="tiny", balancing="famo", famo_w_lr=original.w_lr)
-    module.famo.load_state_dict(original.state_dict())
-    state_dict = {k: v for k, v in module.state_dict().items() if not k.startswith("famo.")}
-    checkpoint = {"state_dict": state_dict | _legacy_state_dict(module.famo, "famo."),
+    module.balancer.famo.load_state_dict(original.state_dict())
+    state_dict = {k: v for k, v in module.state_dict().items() if not k.startswith("balancer.famo.")}
+    checkpoint = {"state_dict": state_dict | _legacy_state_dict(module.balancer.famo, "famo."),
                   "hyper_parameters": {"preset": "tiny"}}
     fresh = LitHPCM(preset="tiny", balancing="famo")
     check_lightning_checkpoint(checkpoint, fresh.state_dict(), "tiny", "old.ckpt")
-    assert "famo._extra_state" not in checkpoint["state_dict"]
+    assert not [k for k in checkpoint["state_dict"] if k.endswith("_extra_state")]
     fresh.load_state_dict(checkpoint["state_dict"])
-    assert torch.equal(fresh.famo.adam_exp_avg_sq, original.adam_exp_avg_sq)
-    assert fresh.famo._adam_step_host == int(original.adam_step)
+    assert torch.equal(fresh.balancer.famo.adam_exp_avg_sq, original.adam_exp_avg_sq)
+    assert fresh.balancer.famo._adam_step_host == int(original.adam_step)
 
 
 def test_inner_adam_state_follows_dtype():

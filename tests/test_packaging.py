@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ def test_every_package_folder_is_installed():
 def test_a_training_process_does_not_load_the_bd_library(tmp_path):
     """bjontegaard (and our plotting module) load on first use. (matplotlib is loaded anyway, by torchmetrics,
     which Lightning imports.)"""
-    script = ("import sys, lit_hpcm.module, lit_hpcm.evaluation as e\n"
+    script = ("import sys, lit_hpcm.training.module, lit_hpcm.evaluation as e\n"
               "print(sorted(m for m in ('bjontegaard', 'lit_hpcm.evaluation.plots') if m in sys.modules))\n"
               "e.rd_plot; print(sorted(m for m in ('bjontegaard', 'lit_hpcm.evaluation.plots') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
@@ -63,9 +62,9 @@ def test_the_codec_commands_load_only_what_coding_needs_and_write_the_same_bytes
     from PIL import Image
 
     from lit_hpcm import codec
-    from lit_hpcm.checkpoints import load_model, save_weights
-    from lit_hpcm.images import open_image
+    from lit_hpcm.data.images import open_image
     from lit_hpcm.models import HPCM
+    from lit_hpcm.models.weights import load_model, save_weights
 
     torch.manual_seed(0)
     weights = save_weights(HPCM("tiny").state_dict(), "tiny", tmp_path / "tiny.pt")
@@ -83,7 +82,7 @@ def test_the_codec_commands_load_only_what_coding_needs_and_write_the_same_bytes
 
 
 def test_the_coding_core_becomes_the_whole_package_when_more_is_asked_and_leaves_an_imported_one_alone():
-    script = ("import sys\nfrom lit_hpcm.compressai_core import load_coding_core\nload_coding_core()\n"
+    script = ("import sys\nfrom lit_hpcm.codec.compressai_core import load_coding_core\nload_coding_core()\n"
               "import compressai\nfrom compressai.entropy_models import GaussianConditional\n"
               "print(compressai.get_entropy_coder(), 'torch_geometric' in sys.modules)\n"
               "compressai.set_entropy_coder('ans')\n"  # not in the core: CompressAI's own __init__ runs now
@@ -95,17 +94,20 @@ def test_the_coding_core_becomes_the_whole_package_when_more_is_asked_and_leaves
 
     import compressai
 
-    from lit_hpcm.compressai_core import load_coding_core
+    from lit_hpcm.codec.compressai_core import load_coding_core
 
     load_coding_core()
     assert sys.modules["compressai"] is compressai
 
 
-def test_the_checkpoint_plugin_is_still_importable_from_checkpoint_io():
-    from lit_hpcm import atomic_checkpoint_io, checkpoint_io
-    from lit_hpcm.checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
+def test_codec_data_and_file_modules_load_without_lightning():
+    """`lit-hpcm compress/decompress/eval` read checkpoints and images through these packages without Lightning."""
+    script = ("import sys\nimport lit_hpcm.codec.compressai_core as core\ncore.load_coding_core()\n"
+              "import lit_hpcm, lit_hpcm.files, lit_hpcm.data, lit_hpcm.data.images, lit_hpcm.models\n"
+              "from lit_hpcm.codec import encode\nfrom lit_hpcm.data import readable_eval_images\n"
+              "import lit_hpcm.training.cpu_allocator\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
-    assert AtomicCheckpointIO is atomic_checkpoint_io.AtomicCheckpointIO
-    assert with_atomic_checkpoints is atomic_checkpoint_io.with_atomic_checkpoints
-    with pytest.raises(AttributeError):
-        checkpoint_io.no_such_name

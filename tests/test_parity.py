@@ -13,7 +13,7 @@ import torch
 from official_fill import fixture_dir, official_state
 from skimage import data as sample_photos
 
-from lit_hpcm.official import load_official
+from lit_hpcm.models.official import load_official
 
 FIXTURES = ["hpcm_base", "hpcm_large"]
 

@@ -10,12 +10,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lit_hpcm import codec
-from lit_hpcm.checkpoints import load_model
+from lit_hpcm.callbacks.codec_writer import CodecWriter
 from lit_hpcm.cli import main
-from lit_hpcm.codec_writer import CodecWriter
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.images import open_image
-from lit_hpcm.module import LitHPCM
+from lit_hpcm.data.images import open_image
+from lit_hpcm.models.weights import load_model
+from lit_hpcm.training.module import LitHPCM
 
 
 def _photo(path, width: int, height: int, seed: int) -> None:

@@ -11,8 +11,8 @@ import torch
 from scipy.optimize import minimize
 from torch.utils.data import DataLoader
 
-from lit_hpcm.module import LitHPCM
 from lit_hpcm.optim.qp import qp_weights
+from lit_hpcm.training.module import LitHPCM
 
 
 def _kkt_solve(gram: np.ndarray) -> np.ndarray:

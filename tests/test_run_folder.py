@@ -11,7 +11,7 @@ import pytest
 
 from lit_hpcm.callbacks import ScaleEarlyStopping
 from lit_hpcm.cli import main
-from lit_hpcm.run_logger import RunCSVLogger
+from lit_hpcm.loggers.csv_logger import RunCSVLogger
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,13 +47,13 @@ def test_a_log_continues_only_a_named_version(tmp_path):
 
 
 def test_an_offline_wandb_run_lands_in_the_run_folder(tmp_path, monkeypatch):
-    """lit_hpcm.wandb_logger.WandbLogger without save_dir writes <default_root_dir>/wandb/offline-run-*, not
+    """lit_hpcm.loggers.WandbLogger without save_dir writes <default_root_dir>/wandb/offline-run-*, not
     ./wandb in the working folder."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "my_run"
-    logger = {"class_path": "lit_hpcm.wandb_logger.WandbLogger", "init_args": {"project": "lit-hpcm-test"}}
+    logger = {"class_path": "lit_hpcm.loggers.WandbLogger", "init_args": {"project": "lit-hpcm-test"}}
     assert main(["fit", "-c", str(REPO / "configs" / "demo.yaml"), f"--trainer.default_root_dir={run}",
                  f"--trainer.logger={json.dumps([logger])}", "--trainer.max_steps=1", "--data.patch_size=64",
                  "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]) == 0

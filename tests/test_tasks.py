@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lit_hpcm.tasks import TASK_SETS, task_losses, task_names
+from lit_hpcm.training.tasks import TASK_SETS, task_losses, task_names
 
 SCALES = ("z", "s1", "s2", "s3")
 
@@ -60,7 +60,7 @@ def test_scale_rates_partition_the_rate(batch, num_pixels, seed):
 
 def test_an_unknown_task_set_is_a_config_error_naming_the_registry():
     from lit_hpcm.errors import ConfigError
-    from lit_hpcm.module import LitHPCM
+    from lit_hpcm.training.module import LitHPCM
 
     with pytest.raises(ConfigError, match="unknown task_set 'scale'; valid: rd, scales"):
         LitHPCM(preset="tiny", task_set="scale")

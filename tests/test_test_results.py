@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from lit_hpcm.data import ImageDataModule, bundled_photos
 from lit_hpcm.evaluation.keys import MEASURES
-from lit_hpcm.module import LitHPCM
-from lit_hpcm.run_logger import RunCSVLogger
+from lit_hpcm.loggers.csv_logger import RunCSVLogger
+from lit_hpcm.training.module import LitHPCM
 
 
 def _images(folder, count: int) -> None:

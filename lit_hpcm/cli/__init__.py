@@ -37,8 +37,8 @@ def _tools_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..compressai_core import load_coding_core
-    from ..cpu_allocator import keep_freed_memory
+    from ..codec.compressai_core import load_coding_core
+    from ..training.cpu_allocator import keep_freed_memory
 
     load_coding_core()  # before anything imports CompressAI
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -48,9 +48,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 @reporting_errors("compress")
 def run_compress(args: argparse.Namespace) -> int:
     from .. import codec
-    from ..checkpoint_io import write_atomically
-    from ..checkpoints import load_model
-    from ..images import open_image
+    from ..data.images import open_image
+    from ..files import write_atomically
+    from ..models import load_model
 
     _checked_output(args.output, [args.image, args.ckpt], args.force)
     model = load_model(args.ckpt, args.preset, _device(args.device))
@@ -63,8 +63,8 @@ def run_compress(args: argparse.Namespace) -> int:
 @reporting_errors("decompress")
 def run_decompress(args: argparse.Namespace) -> int:
     from .. import codec
-    from ..checkpoints import load_model
-    from ..images import save_image
+    from ..data.images import save_image
+    from ..models import load_model
 
     if not args.file.is_file():
         raise ValueError(f"{args.file}: no such file")
@@ -90,11 +90,11 @@ def run_label(ckpt: Path) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..checkpoints import load_model
     from ..data import readable_eval_images
+    from ..data.images import find_images
     from ..evaluation.measure import measure_images, summarize
     from ..evaluation.results import write_results
-    from ..images import find_images
+    from ..models import load_model
 
     if args.output is not None:
         _checked_output(args.output, [*args.ckpt, args.data], args.force)
@@ -143,9 +143,9 @@ def _eval_document(args: argparse.Namespace, points: list[dict], rows: list[dict
 
 @reporting_errors("import-official")
 def run_import_official(args: argparse.Namespace) -> int:
-    from ..checkpoint_io import read_checkpoint
-    from ..checkpoints import WEIGHTS_FORMAT, save_weights
-    from ..official import import_official
+    from ..files import read_checkpoint
+    from ..models import import_official, save_weights
+    from ..models.weights import WEIGHTS_FORMAT
 
     _checked_output(args.destination, [args.source], args.force)
     source = read_checkpoint(args.source)
@@ -160,7 +160,7 @@ def run_import_official(args: argparse.Namespace) -> int:
 
 @reporting_errors("export")
 def run_export(args: argparse.Namespace) -> int:
-    from ..checkpoints import SAFETENSORS_SUFFIX, read_weights, save_weights
+    from ..models.weights import SAFETENSORS_SUFFIX, read_weights, save_weights
 
     _checked_output(args.output, [args.source], args.force)
     state, preset = read_weights(args.source, args.preset)

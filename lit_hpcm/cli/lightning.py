@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -15,22 +16,23 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
-from ..atomic_checkpoint_io import with_atomic_checkpoints
-from ..checkpoint_io import CheckpointError, read_checkpoint
-from ..errors import ConfigError, TrainingStopped
+from ..errors import CheckpointError, ConfigError, TrainingStopped
+from ..files import read_checkpoint
+from ..training.checkpoint_io import with_atomic_checkpoints
+from ..training.lightning_private import ConfigOverCheckpointHyperparameters
+from . import LIGHTNING_COMMANDS
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 
 
-class HPCMCLI(LightningCLI):
+class HPCMCLI(ConfigOverCheckpointHyperparameters, LightningCLI):
     """LightningCLI over `LitHPCM` and `ImageDataModule`; the config file is saved beside each run.
     Checkpoints are written atomically (`AtomicCheckpointIO`) unless the config names a CheckpointIO."""
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, or a one-line ConfigError for a setting it refuses (a GPU recipe on a machine without
         one: with what to add)."""
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        trainer_config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer", {})
         plugins = kwargs.pop("plugins", trainer_config.get("plugins"))
         try:
             trainer = super().instantiate_trainer(plugins=with_atomic_checkpoints(plugins), **kwargs)
@@ -48,11 +50,6 @@ class HPCMCLI(LightningCLI):
 
     before_fit = before_validate = before_test = _check_data
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI would merge the hyper-parameters saved in `--ckpt_path` over the config, so the checkpoint
-        silently won over what the user asked (another `test_results`, another `balancing`). Here the config and
-        the command line win; the file is checked in `before_instantiate_classes`."""
-
     def before_instantiate_classes(self) -> None:
         """Before anything is built: the run folder (what a run writes goes under `trainer.default_root_dir` unless
         the config names another place: `RunCSVLogger`'s and our `WandbLogger`'s save_dir here, the callbacks'
@@ -62,8 +59,7 @@ class HPCMCLI(LightningCLI):
         continued in its folder."""
         from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
-        from ..run_logger import RunCSVLogger
-        from ..wandb_logger import WandbLogger
+        from ..loggers import RunCSVLogger, WandbLogger
 
         if not self.config.get("subcommand"):
             return
@@ -93,7 +89,7 @@ class HPCMCLI(LightningCLI):
         stores the .hpcm files and decoded PNGs in <trainer.default_root_dir>/predictions."""
         from lightning.pytorch.callbacks import BasePredictionWriter
 
-        from ..codec_writer import CodecWriter
+        from ..callbacks.codec_writer import CodecWriter
 
         self._check_data()
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
@@ -159,7 +155,7 @@ def _checked_checkpoint(ckpt_path: str) -> dict:
     """Read `ckpt_path` and check it is a Lightning training checkpoint (a clear `CheckpointError` otherwise: a
     folder, a lit-hpcm weights file, an official HPCM file). Whether it fits the configured model (preset,
     FAMO state) is checked when it loads (`LitHPCM.on_load_checkpoint`)."""
-    from ..checkpoints import WEIGHTS_FORMAT
+    from ..models.weights import WEIGHTS_FORMAT
 
     if Path(ckpt_path).is_dir():
         raise CheckpointError(f"{ckpt_path}: a folder, not a checkpoint file")
@@ -180,16 +176,47 @@ class _DropAdvert(logging.Filter):
         return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
 
 
+# Modules of lit-hpcm 0.1.0 whose classes configs name, and where those classes are since 0.2.0.
+MOVED_CLASS_MODULES = {"lit_hpcm.run_logger": "lit_hpcm.loggers", "lit_hpcm.wandb_logger": "lit_hpcm.loggers",
+                       "lit_hpcm.module": "lit_hpcm", "lit_hpcm.codec_writer": "lit_hpcm.callbacks",
+                       "lit_hpcm.atomic_checkpoint_io": "lit_hpcm.training", "lit_hpcm.checkpoint_io": "lit_hpcm.training"}
+_MOVED_CLASS = re.compile(r"\b(" + "|".join(re.escape(m) for m in MOVED_CLASS_MODULES) + r")\.(\w+)")
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    """The files given with -c/--config (in order)."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            files.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            files.append(Path(arg.split("=", 1)[1]))
+    return files
+
+
+def refuse_moved_class_paths(argv: list[str]) -> None:
+    """A `ConfigError` naming the new path when a config file or an argument names a class where lit-hpcm 0.1.0 kept
+    it (a run's saved config.yaml of that release), instead of jsonargparse's import error."""
+    sources = [(str(path), path.read_text(errors="replace")) for path in _config_files(argv) if path.is_file()]
+    for where, text in [*sources, *(("the command line", arg) for arg in argv)]:
+        found = _MOVED_CLASS.search(text)
+        if found:
+            old, name = found.group(0), found.group(2)
+            raise ConfigError(f"{where}: class path {old} is {MOVED_CLASS_MODULES[found.group(1)]}.{name} since "
+                              "lit-hpcm 0.2.0; replace it there")
+
+
 def run_lightning(argv: list[str]) -> int:
     """`lit-hpcm fit|validate|test|predict ARGS`; exit status 2 with one line for a bad checkpoint or setting, a
     run that had to stop, or an argument the parser refuses (that one with a hint where the options are listed,
     not the ~90 lines of usage jsonargparse prints)."""
     from ..data import ImageDataModule
-    from ..module import LitHPCM
+    from ..training.module import LitHPCM
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
     raising = {"exit_on_error": False}  # parser errors as exceptions, for every subcommand's parser too
     try:
+        refuse_moved_class_paths(argv)
         HPCMCLI(
             LitHPCM,
             ImageDataModule,

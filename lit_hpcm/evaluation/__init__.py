@@ -7,7 +7,7 @@ The names below load their module on first use, so a training process (which imp
 
 from __future__ import annotations
 
-import importlib
+from .. import lazy_exports
 
 _WHERE = {
     "bd_psnr": "bd", "bd_rate": "bd", "overlap": "bd",
@@ -17,8 +17,4 @@ _WHERE = {
 }
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

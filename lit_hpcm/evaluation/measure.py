@@ -17,7 +17,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 
 from .. import codec
-from ..images import quantize_to_8bit
+from ..data.images import quantize_to_8bit
 from ..models import HPCM
 from .keys import MEASURES
 

@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..files import write_atomically
 from .keys import QUALITY_KEYS
 from .reference import METRICS, RDCurve, get_reference, list_references
 
@@ -74,10 +75,8 @@ def write_results(path: str | Path, curve: RDCurve | Mapping[str, Any]) -> Path:
     results mapping in the layout above, which is validated before anything is written.
     """
     document = _curve_document(curve) if isinstance(curve, RDCurve) else _validated(curve, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    return path
+    text = json.dumps(document, indent=2) + "\n"
+    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_results(path: str | Path) -> dict:

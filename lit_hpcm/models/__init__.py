@@ -1,4 +1,4 @@
-"""HPCM network, its presets and coding schedule."""
+"""HPCM network, its presets and coding schedule, our weights files and the import of official ones."""
 
 import warnings
 
@@ -9,6 +9,9 @@ with warnings.catch_warnings():
     import compressai  # noqa: F401
 
 from .hpcm import HPCM, PARAMETER_GROUPS
+from .official import import_official, load_official
 from .presets import PRESETS, HPCMConfig
+from .weights import load_model, load_weights, read_weights, save_weights
 
-__all__ = ["HPCM", "HPCMConfig", "PRESETS", "PARAMETER_GROUPS"]
+__all__ = ["HPCM", "HPCMConfig", "PRESETS", "PARAMETER_GROUPS", "import_official", "load_model", "load_official",
+           "load_weights", "read_weights", "save_weights"]

@@ -250,7 +250,7 @@ def adopt_adam_extra_state(state_dict: MutableMapping[str, Any], prefix: str = "
     """Map, in place, a FAMO state dict that keeps the inner Adam as ``<prefix>_extra_state`` (torch.optim.Adam's
     state dict: how FAMO saved it before its state became buffers) to the buffer entries ``<prefix>adam_*``.
 
-    FAMO's own loading calls this; so does `lit_hpcm.checkpoints.check_lightning_checkpoint`, before comparing a
+    FAMO's own loading calls this; so does `lit_hpcm.training.checkpoint_io.adopt_older_keys`, before comparing a
     checkpoint's keys with the model's. Does nothing when there is no such entry.
     """
     old = state_dict.pop(prefix + "_extra_state", None)

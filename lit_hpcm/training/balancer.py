@@ -1,9 +1,10 @@
 """The balancing policy of a training step: how the task losses become the step's gradients, and what is
 updated after the optimizer step.
 
-`LitHPCM.training_step` calls, in order: `before_step` (returns a snapshot), `backward` (gradients into
-.grad, returns the objective), then either `restore(snapshot)` when the step is skipped (non-finite loss or
-gradient) or `after_step` once the optimizer has stepped. Three implementations, chosen by `balancing`:
+`LitHPCM.training_step` calls, in order: `begin` (returns a snapshot), `backward` (gradients into .grad, returns
+the objective), then either `rollback(snapshot)` when the step is skipped (non-finite loss or gradient) or `commit`
+once the optimizer has stepped. Three implementations, chosen by `balancing` in `build_balancer`, the one place
+that checks the balancing options:
 
     none  plain sum of the task losses (Adam's R-D loss for the `rd` task set)
     famo  FAMO (Balanced R-D from scratch): logits updated on the same batch re-run after the step, or with the
@@ -12,36 +13,49 @@ gradient) or `after_step` once the optimizer has stepped. Three implementations,
           per-task log-loss gradients, no state across steps
 
 Every rank gets identical inputs (`synced`: task losses averaged over DDP ranks), so every rank keeps the same
-state. The FAMO and bit-share modules are registered on the LightningModule, so their state is in checkpoints.
+state. A balancer is an ``nn.Module`` that owns its state (FAMO's logits and their Adam, the running priors) as
+sub-modules; registered once on LitHPCM as ``balancer``, that state is in checkpoints under ``balancer.*``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .bit_share import BitSharePrior
-from .famo import FAMO
-from .loss_scale import LossScalePrior
-from .qp import gram_matrix, qp_weights
+from ..optim.bit_share import BitSharePrior
+from ..optim.famo import FAMO
+from ..optim.loss_scale import LossScalePrior
+from ..optim.qp import gram_matrix, qp_weights
 
 Backward = Callable[[Tensor], None]  # the LightningModule's manual_backward
 Parameters = Callable[[], Sequence[Tensor]]  # the parameters this step trains (asked for only by the QP)
 Reduce = Callable[[Tensor], Tensor]  # mean over DDP ranks
 
 
-class Balancer:
+class Balancer(nn.Module):
     """No balancing: the objective is the sum of the task losses [n_tasks]."""
 
-    famo: Optional[FAMO] = None
-    bit_share: Optional[BitSharePrior] = None
-    loss_scale: Optional[LossScalePrior] = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.famo: Optional[FAMO] = None
+        self.bit_share: Optional[BitSharePrior] = None
+        self.loss_scale: Optional[LossScalePrior] = None
 
-    def before_step(self, synced: Tensor) -> Optional[dict]:
+    @property
+    def gamma(self) -> Tensor:
+        """FAMO's per-task γ [n_tasks] (a copy); what `AdaptiveGamma` reads."""
+        raise ValueError("γ exists only with balancing: famo")
+
+    def set_gamma(self, values) -> None:
+        """Set FAMO's γ (a float for every task, or one value per task); what `AdaptiveGamma` calls."""
+        raise ValueError("γ can only be set with balancing: famo")
+
+    def begin(self, synced: Tensor) -> Optional[dict]:
         """Work due before this step's backward; returns what `restore` needs if the step is skipped."""
         return None
 
@@ -52,11 +66,11 @@ class Balancer:
         backward(objective)
         return objective
 
-    def after_step(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
+    def commit(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
         """Work due after the optimizer step; `losses_again()` re-runs the batch (synced task losses)."""
 
-    def restore(self, snapshot: Optional[dict]) -> None:
-        """Undo `before_step` for a skipped step."""
+    def rollback(self, snapshot: Optional[dict]) -> None:
+        """Undo `begin` for a skipped step."""
 
     def weights(self) -> Optional[Tensor]:
         """The task weights [n_tasks] of the last step, to log (None: no weights)."""
@@ -70,7 +84,15 @@ class FamoBalancer(Balancer):
 
     def __init__(self, famo: FAMO, update: str, bit_share: Optional[BitSharePrior] = None,
                  loss_scale: Optional[LossScalePrior] = None) -> None:
+        super().__init__()
         self.famo, self.update, self.bit_share, self.loss_scale = famo, update, bit_share, loss_scale
+
+    @property
+    def gamma(self) -> Tensor:
+        return self.famo.gamma.detach().clone()
+
+    def set_gamma(self, values) -> None:
+        self.famo.set_gamma(values)
 
     def _running(self) -> dict:
         """The running-prior modules in use, by name."""
@@ -80,7 +102,7 @@ class FamoBalancer(Balancer):
     def _state(self) -> dict:
         return {"famo": self.famo.state_dict()} | {name: m.state_dict() for name, m in self._running().items()}
 
-    def before_step(self, synced: Tensor) -> Optional[dict]:
+    def begin(self, synced: Tensor) -> Optional[dict]:
         if self.update != "next_batch":
             return None
         snapshot = copy.deepcopy(self._state())
@@ -106,13 +128,13 @@ class FamoBalancer(Balancer):
         backward(objective)
         return objective
 
-    def after_step(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
+    def commit(self, synced: Tensor, losses_again: Callable[[], Tensor]) -> None:
         if self.update == "same_batch":
             self.famo.update(synced, losses_again())
         else:
             self.famo.remember(synced)
 
-    def restore(self, snapshot: Optional[dict]) -> None:
+    def rollback(self, snapshot: Optional[dict]) -> None:
         if snapshot is None:
             return
         self.famo.load_state_dict(snapshot["famo"])
@@ -132,6 +154,7 @@ class QPBalancer(Balancer):
     DDP's one; every rank then holds the same averaged gradients, hence the same w and the same step."""
 
     def __init__(self, min_losses: Union[float, Sequence[float]]) -> None:
+        super().__init__()
         self.min_losses = min_losses
         self.last_weights: Optional[Tensor] = None
 
@@ -165,10 +188,12 @@ def build_balancer(balancing: str, task_set: str, n_tasks: int, *, famo_w_lr: fl
                    famo_gamma: Union[float, Sequence[float]], famo_update: str,
                    famo_min_losses: Union[float, Sequence[float]], task_priors, scale_weights,
                    bit_share_decay: float, loss_scale_decay: float = 0.9) -> Balancer:
-    """The balancer a config asks for. For FAMO: `scale_weights` (fixed priors [1, 1, s1, s2, s3] of the
-    `scales` set) or `task_priors` (one per task, "bit_share", or "loss_scale": the R-D-anchored start, over the
-    `scales` set combined with bit-share offsets); the `scales` set defaults to bit-share priors.
-    Conflicting settings are a `ConfigError`."""
+    """The balancer a config asks for, after checking every balancing option (one `ConfigError` naming each bad
+    one). For FAMO: `scale_weights` (fixed priors [1, 1, s1, s2, s3] of the `scales` set) or `task_priors` (one
+    per task, "bit_share", or "loss_scale": the R-D-anchored start, over the `scales` set combined with bit-share
+    offsets); the `scales` set defaults to bit-share priors."""
+    check_balancing_options(n_tasks, famo_w_lr=famo_w_lr, famo_gamma=famo_gamma, famo_min_losses=famo_min_losses,
+                            bit_share_decay=bit_share_decay, loss_scale_decay=loss_scale_decay)
     if balancing == "none":
         return Balancer()
     if balancing == "qp":
@@ -198,3 +223,21 @@ def build_balancer(balancing: str, task_set: str, n_tasks: int, *, famo_w_lr: fl
     famo = FAMO(n_tasks, w_lr=famo_w_lr, gamma=famo_gamma, priors=priors, min_losses=famo_min_losses,
                 check_losses=False)
     return FamoBalancer(famo, famo_update, bit_share, loss_scale)
+
+
+def check_balancing_options(n_tasks: int, *, famo_w_lr: float, famo_gamma, famo_min_losses, bit_share_decay: float,
+                            loss_scale_decay: float) -> None:
+    """Refuse the balancing values that cannot train, all problems in one `ConfigError` naming the options."""
+    problems = []
+    gammas = [famo_gamma] if isinstance(famo_gamma, (int, float)) else list(famo_gamma)
+    if not all(math.isfinite(gamma) and gamma >= 0 for gamma in gammas):
+        problems.append(f"famo_gamma must be finite and >= 0, got {famo_gamma}")
+    if not isinstance(famo_min_losses, (int, float)) and len(famo_min_losses) != n_tasks:
+        problems.append(f"famo_min_losses needs one float or {n_tasks} values, got {list(famo_min_losses)}")
+    if not famo_w_lr > 0:
+        problems.append(f"famo_w_lr must be > 0, got {famo_w_lr}")
+    for name, value in (("bit_share_decay", bit_share_decay), ("loss_scale_decay", loss_scale_decay)):
+        if not 0 <= value < 1:
+            problems.append(f"{name} must be in [0, 1), got {value}")
+    if problems:
+        raise ConfigError("; ".join(problems))

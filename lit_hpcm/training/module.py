@@ -14,13 +14,12 @@ One training step, in order::
 
 Validation runs the eval-mode forward (hard rounding) and logs rates from likelihoods; `test`
 writes every image to real file bytes and back (`lit_hpcm.codec`) and reports bytes-based bpp;
-`predict` does the same and returns the bytes and the decoded image (`lit_hpcm.codec_writer` writes them).
+`predict` does the same and returns the bytes and the decoded image (`lit_hpcm.callbacks.codec_writer` writes them).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Iterable, Literal, Optional, Sequence, Union
@@ -30,21 +29,23 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 
-from . import codec, rng_states
-from .checkpoints import check_lightning_checkpoint, load_into, load_weights
+from .. import codec
+from ..data.images import save_image
+from ..errors import ConfigError, TrainingStopped
+from ..evaluation.keys import MEASURES
+from ..evaluation.measure import measure_images, summarize
+from ..evaluation.results import write_results
+from ..loggers import RunCSVLogger
+from ..models import HPCM, PRESETS, load_weights
+from ..models.weights import load_into
+from ..optim import CautiousAdam
+from ..optim.schedules import milestone_scheduler
+from . import lightning_private, rng_states
+from .balancer import build_balancer
+from .checkpoint_io import check_lightning_checkpoint
 from .cpu_allocator import keep_freed_memory
+from .cuda_graphs import GraphedTrainingForward
 from .epoch_means import EpochMeans
-from .errors import ConfigError, TrainingStopped
-from .evaluation.keys import MEASURES
-from .evaluation.measure import measure_images, summarize
-from .evaluation.results import write_results
-from .fastpath import GraphedTrainingForward
-from .images import save_image
-from .models import HPCM, PRESETS
-from .optim import CautiousAdam
-from .optim.balancing import build_balancer
-from .optim.schedules import milestone_scheduler
-from .run_logger import RunCSVLogger
 from .tasks import RATE_PARTS, task_losses, task_names
 
 # Lightning 2.6 builds torch pytree LeafSpec objects, which torch 2.14 deprecates with a FutureWarning on every
@@ -57,29 +58,20 @@ def _images(batch) -> torch.Tensor:
     return batch["image"] if isinstance(batch, dict) else batch
 
 
-def _check_settings(lmbda: float, lr: float, famo_w_lr: float, clip_grad_norm: Optional[float],
-                    bit_share_decay: float, loss_scale_decay: float, plateau_start_epoch: int, famo_min_losses,
-                    tasks: Sequence[str], preset: str, famo_gamma, max_consecutive_skips: Optional[int]) -> None:
-    """Refuse values that cannot train (ConfigError naming the option) before anything is built or written."""
+def _check_settings(lmbda: float, lr: float, clip_grad_norm: Optional[float], plateau_start_epoch: int, preset: str,
+                    max_consecutive_skips: Optional[int]) -> None:
+    """Refuse values that cannot train (ConfigError naming the option) before anything is built or written; the
+    balancing options are checked by `build_balancer`."""
     problems = []
     if preset not in PRESETS:
         problems.append(f"preset must be one of {', '.join(sorted(PRESETS))}, got {preset!r}")
-    gammas = [famo_gamma] if isinstance(famo_gamma, (int, float)) else list(famo_gamma)
-    if not all(math.isfinite(gamma) and gamma >= 0 for gamma in gammas):
-        problems.append(f"famo_gamma must be finite and >= 0, got {famo_gamma}")
     if max_consecutive_skips is not None and max_consecutive_skips < 1:
         problems.append(f"max_consecutive_skips must be >= 1 or null (never stop), got {max_consecutive_skips}")
-    if not isinstance(famo_min_losses, (int, float)) and len(famo_min_losses) != len(tasks):
-        problems.append(f"famo_min_losses needs one float or {len(tasks)} values ({', '.join(tasks)}), "
-                        f"got {list(famo_min_losses)}")
-    for name, value in (("lmbda", lmbda), ("lr", lr), ("famo_w_lr", famo_w_lr)):
+    for name, value in (("lmbda", lmbda), ("lr", lr)):
         if not value > 0:
             problems.append(f"{name} must be > 0, got {value}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         problems.append(f"clip_grad_norm must be > 0 or null (off), got {clip_grad_norm}")
-    for name, value in (("bit_share_decay", bit_share_decay), ("loss_scale_decay", loss_scale_decay)):
-        if not 0 <= value < 1:
-            problems.append(f"{name} must be in [0, 1), got {value}")
     if plateau_start_epoch < 0:
         problems.append(f"plateau_start_epoch must be >= 0, got {plateau_start_epoch}")
     if problems:
@@ -128,7 +120,7 @@ class LitHPCM(L.LightningModule):
             e.g. {"mode": "reduce-overhead"} for CUDA graphs); validation and test run eagerly.
         channels_last: keep 4-D weights and inputs in NHWC layout (faster convolutions in bf16).
         cuda_graphs: replay the training forward and backward as recorded CUDA graphs
-            (`lit_hpcm.fastpath`; single GPU, fixed batch shape; see docs/PERFORMANCE.md).
+            (`lit_hpcm.training.cuda_graphs`; single GPU, fixed batch shape; see docs/PERFORMANCE.md).
         tf32: let fp32 matmuls and convolutions use TF32 tensor cores (the official recipe's setting).
         log_images: how many validation reconstructions to log per validation run.
         test_results: where `test` writes its JSON (default: <trainer.default_root_dir>/test_results.json).
@@ -173,26 +165,18 @@ class LitHPCM(L.LightningModule):
         tf32: bool = True,
     ):
         super().__init__()
-        _check_settings(lmbda=lmbda, lr=lr, famo_w_lr=famo_w_lr, clip_grad_norm=clip_grad_norm,
-                        bit_share_decay=bit_share_decay, loss_scale_decay=loss_scale_decay,
-                        plateau_start_epoch=plateau_start_epoch,
-                        famo_min_losses=famo_min_losses, tasks=task_names(task_set), preset=preset,
-                        famo_gamma=famo_gamma, max_consecutive_skips=max_consecutive_skips)
+        _check_settings(lmbda=lmbda, lr=lr, clip_grad_norm=clip_grad_norm, plateau_start_epoch=plateau_start_epoch,
+                        preset=preset, max_consecutive_skips=max_consecutive_skips)
+        self.task_names = task_names(task_set)
+        self.balancer = build_balancer(balancing, task_set, len(self.task_names), famo_w_lr=famo_w_lr,
+                                       famo_gamma=famo_gamma, famo_update=famo_update,
+                                       famo_min_losses=famo_min_losses, task_priors=task_priors,
+                                       scale_weights=scale_weights, bit_share_decay=bit_share_decay,
+                                       loss_scale_decay=loss_scale_decay)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = HPCM(preset, **(model_options or {}))
-        self.task_names = task_names(task_set)
         self.balancing = balancing
-        hp = self.hparams
-        self.balancer = build_balancer(balancing, task_set, len(self.task_names), famo_w_lr=famo_w_lr,
-                                       famo_gamma=famo_gamma, famo_update=famo_update,
-                                       famo_min_losses=famo_min_losses, task_priors=hp.task_priors,
-                                       scale_weights=hp.scale_weights, bit_share_decay=hp.bit_share_decay,
-                                       loss_scale_decay=hp.loss_scale_decay)
-        # Registered here so their state (FAMO's logits and their Adam, the running priors) is in the checkpoint.
-        self.famo = self.balancer.famo
-        self.bit_share = self.balancer.bit_share
-        self.loss_scale = self.balancer.loss_scale
         self.lr_multipliers: dict[str, float] = dict(lr_multipliers or {})
         self.frozen_groups: set[str] = set()
         self.skipped_steps = 0
@@ -207,19 +191,6 @@ class LitHPCM(L.LightningModule):
             load_into(self.model, load_weights(init_weights, preset), init_weights)
 
     # -- setup -----------------------------------------------------------------------------------
-    @property
-    def gamma(self) -> torch.Tensor:
-        """FAMO's per-task γ vector [n_tasks] (a copy)."""
-        if self.famo is None:
-            raise ValueError("γ exists only with balancing: famo")
-        return self.famo.gamma.detach().clone()
-
-    def set_gamma(self, values) -> None:
-        """Set FAMO's γ (a float for every task, or one value per task in `task_names` order)."""
-        if self.famo is None:
-            raise ValueError("γ can only be set with balancing: famo")
-        self.famo.set_gamma(values)
-
     @property
     def base_lr(self) -> float:
         """The learning rate every group's multiplier applies to: `lr`, times the number of processes with
@@ -254,7 +225,7 @@ class LitHPCM(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
-        """CPU training keeps freed memory (`lit_hpcm.cpu_allocator`); fast-path settings for fit only: TF32, memory
+        """CPU training keeps freed memory (`lit_hpcm.training.cpu_allocator`); fast-path settings for fit only: TF32, memory
         layout and the compiled training forward. Test and predict code with fixed arithmetic
         (`lit_hpcm.models.hpcm.coding_arithmetic`), which no training setting reaches."""
         hp = self.hparams
@@ -336,7 +307,7 @@ class LitHPCM(L.LightningModule):
         optimizer = self.optimizers()
         losses, stats = self._losses(x)
         synced = self._synced(losses)
-        snapshot = self.balancer.before_step(synced)
+        snapshot = self.balancer.begin(synced)
         optimizer.zero_grad(set_to_none=True)
         objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters,
                                            self._rank_mean)
@@ -346,14 +317,14 @@ class LitHPCM(L.LightningModule):
         problem = self._non_finite(losses, grad_norm)
         if problem:
             optimizer.zero_grad(set_to_none=True)
-            self.balancer.restore(snapshot)
+            self.balancer.rollback(snapshot)
             return self._skip(problem)
         if self.hparams.clip_grad_norm and stepped:
             # What Lightning's clip_gradients does (clip_grad_norm_), with the norm already computed above.
             torch.nn.utils.clip_grads_with_norm_(stepped, self.hparams.clip_grad_norm, grad_norm)
         optimizer.step()
         self.consecutive_skips = 0
-        self.balancer.after_step(synced, lambda: self._synced(self._losses_without_grad(x)))
+        self.balancer.commit(synced, lambda: self._synced(self._losses_without_grad(x)))
         self._log_step("train", objective, synced, stats, x.shape[0])
         return objective.detach()
 
@@ -448,8 +419,8 @@ class LitHPCM(L.LightningModule):
         weights = self.balancer.weights()
         if weights is not None:  # 0-d tensors, not floats: reading them here would stall the GPU every step
             extra |= {f"weight/{n}": w for n, w in zip(self.task_names, weights)}
-        if self.famo is not None:
-            extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, self.gamma)}
+        if self.balancer.famo is not None:
+            extra |= {f"gamma/{n}": g for n, g in zip(self.task_names, self.balancer.gamma)}
         self.log_dict(extra, on_step=True, on_epoch=False)
 
     def _on_device(self, values: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -573,7 +544,7 @@ class LitHPCM(L.LightningModule):
         """Compress each image of an evaluation batch with real bitstreams and decode those bytes back.
 
         Returns one ``{"name": str, "data": bytes, "image": PIL.Image}`` per image (``image`` decoded from
-        ``data``, 8-bit RGB); `lit_hpcm.codec_writer.CodecWriter` stores them as ``.hpcm`` + ``.png`` files.
+        ``data``, 8-bit RGB); `lit_hpcm.callbacks.CodecWriter` stores them as ``.hpcm`` + ``.png`` files.
         """
         items = []
         for x, name in zip(batch["image"], batch["name"]):
@@ -603,7 +574,7 @@ class LitHPCM(L.LightningModule):
         loop = self.trainer.fit_loop.epoch_loop
         progress = loop.batch_progress.total
         in_batch_end = progress.processed - progress.completed
-        return loop._batches_that_stepped + (1 if in_batch_end or self.trainer.validating else 0)
+        return lightning_private.logged_batches(self.trainer) + (1 if in_batch_end or self.trainer.validating else 0)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._restore_logging_step()
@@ -615,7 +586,7 @@ class LitHPCM(L.LightningModule):
         a checkpoint written at an epoch's end the resumed run's rows would sit one step later than the unkilled
         run's (the repeated epoch-end row too, which the log then could not recognise as already written)."""
         if self._resume_logged_batches is not None:
-            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_logged_batches
+            lightning_private.set_logged_batches(self.trainer, self._resume_logged_batches)
             self._resume_logged_batches = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -1,6 +1,6 @@
-"""lit-hpcm weights files and Lightning checkpoints: writing and reading weights (ours, a Lightning checkpoint's or
-an official file's, through `lit_hpcm.official`), and the checks that a checkpoint fits the model it is loaded into.
-Atomic file writing is `lit_hpcm.checkpoint_io`'s."""
+"""lit-hpcm weights files: writing them, reading weights from any file that holds them (ours, a Lightning
+checkpoint's `model.*` tensors, or an official file through `lit_hpcm.models.official`), and loading them into an
+HPCM with one clear error for anything that does not fit."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Mapping
 
 import torch
 
-from .checkpoint_io import CheckpointError, problem_list, read_checkpoint, write_atomically
-from .models import HPCM
+from ..errors import CheckpointError
+from ..files import problem_list, read_checkpoint, write_atomically
+from .hpcm import HPCM
 from .official import import_official
-from .optim.famo import adopt_adam_extra_state
 
 WEIGHTS_FORMAT = "lit-hpcm-weights"
 
@@ -89,10 +89,10 @@ def _weights_from(obj, preset: str | None, source) -> tuple[dict[str, torch.Tens
 
 
 # Entropy-model buffers (CDF tables) that `update()` rebuilds: files may lack them or hold other sizes.
-_REBUILT_PREFIXES = ("y_entropy.", "hyperprior.entropy.")
+REBUILT_PREFIXES = ("y_entropy.", "hyperprior.entropy.")
 
 
-def _mismatches(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], skip=()) -> list[str]:
+def state_mismatches(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], skip=()) -> list[str]:
     """Missing, unknown and misshapen tensors of ``found`` against ``expected`` (names in ``skip`` aside)."""
     problems = [f"missing {k}" for k in expected if k not in found and not k.startswith(skip)]
     problems += [f"unknown key {k}" for k in found if k not in expected]
@@ -110,53 +110,10 @@ def load_into(model: HPCM, state: Mapping[str, torch.Tensor], source) -> None:
     """Load our weights ``state`` into ``model``; anything that does not fit is one `CheckpointError`
     naming ``source`` (CDF tables aside: ``update()`` rebuilds them)."""
     expected = model.state_dict()
-    problems = _mismatches(state, expected, skip=_REBUILT_PREFIXES)
+    problems = state_mismatches(state, expected, skip=REBUILT_PREFIXES)
     if problems:
         raise CheckpointError(f"{source}: weights do not fit HPCM preset {model.preset!r}: {problem_list(problems)}")
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(_REBUILT_PREFIXES)}, strict=False)
-
-
-def check_lightning_checkpoint(checkpoint: Mapping, expected: Mapping[str, torch.Tensor], preset: str, source) -> None:
-    """Refuse, with one `CheckpointError` naming ``source``, a Lightning checkpoint that cannot restore a
-    LitHPCM whose ``state_dict()`` is ``expected``: not a LitHPCM checkpoint, another preset, or tensors
-    that are missing, unknown or of another shape (e.g. another task set or balancing)."""
-    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
-        raise CheckpointError(f"{source}: not a lit-hpcm Lightning checkpoint (no state_dict)")
-    _adopt_old_famo_state(checkpoint["state_dict"])
-    found = checkpoint.get("hyper_parameters", {}).get("preset")
-    if found is not None and found != preset:
-        raise CheckpointError(f"{source}: a checkpoint of preset {found!r}; this model is preset {preset!r}")
-    problems = _mismatches(checkpoint["state_dict"], expected, skip=tuple(f"model.{p}" for p in _REBUILT_PREFIXES))
-    if problems:
-        saved = checkpoint.get("hyper_parameters", {})
-        recipe = {k: saved[k] for k in ("balancing", "task_set", "task_priors") if k in saved}
-        hint = f"; it was trained with {recipe}: give the same settings (or the run's config)" if recipe else ""
-        raise CheckpointError(
-            f"{source}: checkpoint does not fit this model (preset {preset!r}): {problem_list(problems)}{hint}")
-
-
-def _adopt_old_famo_state(state_dict: dict) -> None:
-    """Map, in place, FAMO's inner Adam state of a checkpoint written before it became buffers (``famo._extra_state``,
-    a dict) to the buffer keys this model has, so the checkpoint fits and loads."""
-    for key in [k for k in state_dict if k.endswith("famo._extra_state")]:
-        adopt_adam_extra_state(state_dict, key[: -len("_extra_state")])
-
-
-def checkpoint_differences(a, b, where: str = "") -> list[str]:
-    """Where two checkpoint trees differ, as paths like ``/optimizer_states[0]/state/3/exp_avg`` (tensors
-    compared bit for bit). ModelCheckpoint states are skipped: they hold the run's own file paths. Used to
-    show that a resumed run ends exactly where an uninterrupted one does."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-        return [] if same else [where]
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        if set(a) != set(b):
-            return [f"{where} keys {sorted(map(str, set(a) ^ set(b)))}"]
-        keys = [k for k in a if not str(k).startswith("ModelCheckpoint")]
-        return [d for k in keys for d in checkpoint_differences(a[k], b[k], f"{where}/{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in checkpoint_differences(x, y, f"{where}[{i}]")]
-    return [] if a == b else [where]
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(REBUILT_PREFIXES)}, strict=False)
 
 
 def load_model(path: str | Path, preset: str | None = None, device: torch.device | str = "cpu") -> HPCM:

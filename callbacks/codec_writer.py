@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .checkpoint_io import write_atomically
-from .images import save_image
+from lit_hpcm.data.images import save_image
+from lit_hpcm.files import write_atomically
 
 
 class CodecWriter(BasePredictionWriter):

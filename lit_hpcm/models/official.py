@@ -15,9 +15,10 @@ from typing import Mapping
 
 import torch
 
-from .checkpoint_io import CheckpointError, problem_list, read_checkpoint
-from .models import HPCM
-from .models.schedule import official_adaptor_name
+from ..errors import CheckpointError
+from ..files import problem_list, read_checkpoint
+from .hpcm import HPCM
+from .schedule import official_adaptor_name
 
 # Our block member names -> the official Sequential indices inside PConvRB / DWConvRB.
 _BLOCK_MEMBERS = (("spatial.conv.", "branch.0.pconv."), ("spatial.", "branch.0."), ("expand.", "branch.1."), ("project.", "branch.3."))

@@ -1,24 +1,16 @@
-"""Checkpoint files: written so that a kill never leaves a broken one, read so that a bad one is a clear error.
+"""Files written so that a kill never leaves a broken one, and checkpoints read so that a bad one is a clear error.
 
-A kill at any moment of a save leaves the previous complete file or the new one.
+:func:`write_atomically` is the one writer of files a run keeps (checkpoints, results JSON, images): it writes
+``.<name>.partial`` beside the target, fsyncs it, renames it over the target with ``os.replace`` (atomic within one
+file system) and fsyncs the folder so the rename itself is durable. A kill at any moment leaves the previous
+complete file or the new one, plus at most that hidden ``.partial`` file, which the next save of the same name
+overwrites (Lightning's ``--ckpt_path last`` looks only at ``last*.ckpt`` names). Lightning's own writer is not
+used for local files because its temporary file lives in the system temp folder (the final move can be a copy
+across file systems), nothing is fsynced, and a killed save leaks the temporary file.
 
-Lightning's default writer serialises to memory, then writes through an fsspec transaction whose
-temporary file lives in the system temp folder: the final move is a copy when that folder is on
-another file system (a kill mid-copy leaves a truncated ``last.ckpt``), nothing is fsynced (a power
-cut can leave an empty file behind a completed rename), and a killed save leaks its temporary file.
-
-:func:`write_atomically` writes ``.<name>.partial`` beside the target, fsyncs it, renames it over the
-target with ``os.replace`` (atomic within one file system) and fsyncs the folder so the rename itself
-is durable. A writer killed mid-save leaves that hidden ``.partial`` file and an intact target; the
-next save of the same name overwrites it. Lightning's ``--ckpt_path last`` ignores it (only
-``last*.ckpt`` names count).
-
-:class:`AtomicCheckpointIO` is the Lightning plugin (the ``lit-hpcm`` CLI adds it unless a config names
-another ``CheckpointIO``). It also turns an unreadable checkpoint into a :class:`CheckpointError` that
-names the file and says what is wrong, instead of a deep unpickling traceback; :func:`read_checkpoint`
-does the same for ``lit_hpcm.checkpoints``. The plugin lives in ``lit_hpcm.atomic_checkpoint_io`` and is
-importable from here too, loading Lightning only when asked for: `lit-hpcm compress` reads checkpoints
-without Lightning.
+:func:`read_checkpoint` loads tensors and plain data only and turns a missing or unreadable file into a
+:class:`~lit_hpcm.errors.CheckpointError` naming the file. No Lightning here: `lit-hpcm compress` reads
+checkpoints without it (the Lightning plugin is `lit_hpcm.training.checkpoint_io`).
 """
 
 from __future__ import annotations
@@ -29,19 +21,9 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-__all__ = [  # the Lightning plugin's two names are loaded lazily by __getattr__ below
-    "AtomicCheckpointIO",  # noqa: F822
-    "CheckpointError",
-    "read_checkpoint",
-    "unreadable_checkpoint",
-    "with_atomic_checkpoints",  # noqa: F822
-    "write_atomically",
-]
+from .errors import CheckpointError
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: missing, unreadable, or not fitting the requested network.
-    The message names the file (where there is one) and every problem found."""
+__all__ = ["problem_list", "read_checkpoint", "unreadable_checkpoint", "write_atomically"]
 
 
 def problem_list(problems: list[str], limit: int = 8) -> str:
@@ -105,11 +87,3 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) 
     _fsync_folder(path.parent)
     return path
 
-
-def __getattr__(name: str):
-    """The Lightning plugin's names, loaded (with Lightning) on first use."""
-    if name in ("AtomicCheckpointIO", "with_atomic_checkpoints"):
-        from . import atomic_checkpoint_io
-
-        return getattr(atomic_checkpoint_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

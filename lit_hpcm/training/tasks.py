@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-from .models.schedule import SCALES
+from ..errors import ConfigError
+from ..models.schedule import SCALES
 
 RATE_PARTS: tuple[str, ...] = ("z", *SCALES)  # what the model's bits are split into: z, then y by coding scale
 

@@ -20,13 +20,14 @@ What the conversion keeps and drops:
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..files import write_atomically
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -159,22 +160,16 @@ def _format_for(path: Path) -> str:
 def save_image(image: Union[Image.Image, torch.Tensor], path: PathLike) -> Path:
     """Write an image (PIL, or a tensor as accepted by :func:`tensor_to_image`) to ``path``.
 
-    The format follows the suffix (PNG without one). The file is written to a temporary name in the
-    same folder and moved into place with ``os.replace``, so readers never see a half-written image.
-    Missing parent folders are created. Any failure is a ``ValueError`` naming ``path``. Returns ``path``.
+    The format follows the suffix (PNG without one). Written with `lit_hpcm.files.write_atomically`, so readers
+    never see a half-written image; missing parent folders are created. Any failure is a ``ValueError`` naming
+    ``path``. Returns ``path``.
     """
     path = Path(path)
     fmt = _format_for(path)
     img = tensor_to_image(image) if isinstance(image, torch.Tensor) else image
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as handle:
-            img.save(handle, format=fmt)
-        os.replace(tmp, path)
+        write_atomically(path, lambda handle: img.save(handle, format=fmt))
     except (OSError, ValueError, KeyError) as err:
-        if tmp.exists():
-            tmp.unlink()
         raise ValueError(f"{path}: cannot write image ({type(err).__name__}: {err})") from None
     return path
 

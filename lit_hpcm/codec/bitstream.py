@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .images import image_to_tensor, tensor_to_image
-from .models import HPCM
+from ..data.images import image_to_tensor, tensor_to_image
+from ..models import HPCM
 
 MAGIC = b"HPCM"
 FORMAT_VERSION = 3
