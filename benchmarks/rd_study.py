@@ -219,21 +219,52 @@ def paired_cost(runs: list[dict], method: str) -> dict | None:
     return _spread(pairs) | {"pairs": len(pairs)} if pairs else None
 
 
-def psnr_gain_at_equal_rate(runs: list[dict], method: str) -> dict | None:
-    """PSNR (dB) of each `method` run above Adam's curve of the same seed at the run's own rate (Adam's curve
-    interpolated piecewise-cubically in log-rate, as BD metrics are; runs outside Adam's rate range are left out).
-    It needs no curve of the method's own, so it also speaks where a method's points do not form a monotone curve."""
-    gains = []
+def _adam_interpolant(runs: list[dict], seed: int, inverse: bool):
+    """Adam's curve of `seed`, interpolated piecewise-cubically: PSNR of log-rate, or (inverse) log-rate of PSNR,
+    with the domain it covers; None where the curve has under 2 points or is not strictly monotone on its axis."""
+    anchor = _curve(runs, ANCHOR, seed)
+    if anchor is None or len(anchor.bpp) < 2:
+        return None
+    x, y = np.log(anchor.bpp), np.asarray(anchor.values)
+    if inverse:
+        x, y = y, x
+    if np.any(np.diff(x) <= 0):
+        return None
+    return PchipInterpolator(x, y), (x[0], x[-1])
+
+
+def _gaps_to_adam(runs: list[dict], method: str, inverse: bool) -> dict | None:
+    """Each `method` run against Adam's curve of its seed at one of the run's own coordinates: its PSNR above
+    Adam's at its rate (dB), or (inverse) its rate relative to Adam's at its PSNR (%, negative: fewer bits). Runs
+    outside Adam's range are left out. Spread over the per-seed means, as BD metrics are reported."""
+    per_seed: dict[int, list[float]] = {}
     for run in (r for r in runs if r["method"] == method):
-        anchor = _curve(runs, ANCHOR, run["seed"])
-        if anchor is None or len(anchor.bpp) < 2 or len(set(anchor.bpp)) != len(anchor.bpp):
+        adam = _adam_interpolant(runs, run["seed"], inverse)
+        if adam is None:
             continue
-        rate = run["test"]["bpp"]
-        if not anchor.bpp[0] <= rate <= anchor.bpp[-1]:
+        curve, (low, high) = adam
+        rate, psnr = run["test"]["bpp"], run["test"]["psnr-rgb"]
+        at = psnr if inverse else math.log(rate)
+        if not low <= at <= high:
             continue
-        adam_psnr = float(PchipInterpolator(np.log(anchor.bpp), anchor.values)(math.log(rate)))
-        gains.append(run["test"]["psnr-rgb"] - adam_psnr)
-    return _spread(gains) | {"runs": len(gains)} if gains else None
+        gap = 100 * (rate / math.exp(float(curve(at))) - 1) if inverse else psnr - float(curve(at))
+        per_seed.setdefault(run["seed"], []).append(gap)
+    if not per_seed:
+        return None
+    means = [statistics.fmean(per_seed[seed]) for seed in sorted(per_seed)]
+    return _spread(means) | {"runs": sum(map(len, per_seed.values())), "seeds": sorted(per_seed)}
+
+
+def psnr_gain_at_equal_rate(runs: list[dict], method: str) -> dict | None:
+    """PSNR (dB) of `method`'s runs above Adam's curve at each run's own rate (see `_gaps_to_adam`). It needs no
+    curve of the method's own, so it also speaks where a method's points do not form a monotone curve."""
+    return _gaps_to_adam(runs, method, inverse=False)
+
+
+def rate_at_equal_psnr(runs: list[dict], method: str) -> dict | None:
+    """Rate (%) of `method`'s runs relative to Adam's curve at each run's own PSNR: BD-rate's question asked of
+    single points, for methods whose points BD-rate cannot use (see `_gaps_to_adam`)."""
+    return _gaps_to_adam(runs, method, inverse=True)
 
 
 def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
@@ -261,7 +292,8 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
                 notes.append(f"seed {seed} BD-PSNR: {err}")
         table[method] = {"bd_rate_percent": _spread(rates), "bd_psnr_db": _spread(psnrs), "overlap": overlaps,
                          "rd_cost_vs_adam_percent": paired_cost(runs, method), "collapses": collapses(runs, method),
-                         "psnr_gain_at_equal_rate_db": psnr_gain_at_equal_rate(runs, method), "notes": notes}
+                         "psnr_gain_at_equal_rate_db": psnr_gain_at_equal_rate(runs, method),
+                         "rate_at_equal_psnr_percent": rate_at_equal_psnr(runs, method), "notes": notes}
     return table
 
 
@@ -313,22 +345,28 @@ def verdict_table(payload: dict) -> list[str]:
     seeds where both curves allow it, and each seed's value), at the study's steps."""
     settings, analysis = payload["settings"], payload.get("analysis", {})
     lines = ["| method | runs | collapsed | BD-rate vs Adam, % (mean ± std) | per seed | BD-PSNR, dB | "
-             "PSNR vs Adam at equal rate, dB (mean ± std, runs) | steps | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "rate vs Adam at equal PSNR, % (mean ± std over seeds, runs) | "
+             "PSNR vs Adam at equal rate, dB (mean ± std over seeds, runs) | steps | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method in payload["methods"]:
         runs = [r for r in payload["runs"] if r["method"] == method]
         row = analysis.get(method, {})
         gone = row.get("collapses") or collapses(runs, method)
         seeds = sorted({r["seed"] for r in runs})
-        rate, per_seed, psnr, gain = "anchor", "—", "—", "—"
+        rate, per_seed, psnr, saving, gain = "anchor", "—", "—", "—", "—"
         if "bd_rate_percent" in row:
             rate, per_seed = _spread_text(row["bd_rate_percent"], 1)
             psnr = _spread_text(row["bd_psnr_db"], 2)[0]
-            equal_rate = row.get("psnr_gain_at_equal_rate_db")
-            gain = f"{_spread_text(equal_rate, 2)[0]} ({equal_rate['runs']})" if equal_rate else "no run in Adam's range"
+            saving = _gap_text(row.get("rate_at_equal_psnr_percent"), 1)
+            gain = _gap_text(row.get("psnr_gain_at_equal_rate_db"), 2)
         lines.append(f"| {method} | {len(runs)} | {gone['collapsed']} of {gone['runs']} | {rate} | {per_seed} | "
-                     f"{psnr} | {gain} | {settings['steps']} | {', '.join(map(str, seeds)) or '—'} |")
+                     f"{psnr} | {saving} | {gain} | {settings['steps']} | {', '.join(map(str, seeds)) or '—'} |")
     return lines
+
+
+def _gap_text(entry: dict | None, digits: int) -> str:
+    """A `_gaps_to_adam` entry as "mean ± std (runs)", or why there is none."""
+    return f"{_spread_text(entry, digits)[0]} ({entry['runs']})" if entry else "no run in Adam's range"
 
 
 def _spread_text(entry: dict, digits: int) -> tuple[str, str]:

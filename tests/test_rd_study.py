@@ -52,7 +52,20 @@ def test_psnr_at_equal_rate_needs_no_curve_of_the_method(rd_study):
     runs = [_run("adam", lmbda, 0, 0.05 * 2**i, 20.0 + 2 * i) for i, lmbda in enumerate((1e-3, 2e-3, 4e-3, 8e-3))]
     runs += [_run("famo_rd", 0.01, 0, 0.1, 22.5), _run("famo_rd", 0.02, 0, 0.2, 24.5), _run("famo_rd", 0.05, 0, 0.9, 30)]
     gain = rd_study.psnr_gain_at_equal_rate(runs, "famo_rd")
-    assert gain["runs"] == 2 and gain["per_seed"] == pytest.approx([0.5, 0.5])
+    assert gain["runs"] == 2 and gain["per_seed"] == pytest.approx([0.5])  # the seed's mean over its runs
+
+
+def test_rate_at_equal_psnr_is_bd_rates_question_asked_of_single_points(rd_study):
+    """Adam's log-rate is linear in PSNR here (rate doubles every 2 dB), which the interpolation reproduces: a run
+    at 22 dB with 0.09 bpp needs 10 % fewer bits than Adam's 0.1; one at 21 dB with 0.8 × Adam's rate there,
+    20 % fewer; the seed's value is their mean, −15 %. A seed whose Adam curve is not monotone gives none."""
+    runs = [_run("adam", lmbda, 0, 0.05 * 2**i, 20.0 + 2 * i) for i, lmbda in enumerate((1e-3, 2e-3, 4e-3, 8e-3))]
+    runs += [_run("famo_rd", 0.01, 0, 0.09, 22.0), _run("famo_rd", 0.02, 0, 0.8 * 0.05 * 2**0.5, 21.0),
+             _run("famo_rd", 0.05, 0, 0.5, 40.0)]
+    saving = rd_study.rate_at_equal_psnr(runs, "famo_rd")
+    assert saving["runs"] == 2 and saving["per_seed"] == pytest.approx([-15.0])
+    bumpy = [_run("adam", lmbda, 1, 0.05 * 2**i, (20.0, 23.0, 22.0, 26.0)[i]) for i, lmbda in enumerate((1e-3, 2e-3, 4e-3, 8e-3))]
+    assert rd_study.rate_at_equal_psnr(bumpy + [_run("famo_rd", 0.01, 1, 0.09, 22.5)], "famo_rd") is None
 
 
 def test_quick_study_two_jobs_then_resume(tmp_path):

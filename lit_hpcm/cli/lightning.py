@@ -60,6 +60,7 @@ class HPCMCLI(ConfigOverCheckpointHyperparameters, LightningCLI):
         from lit_hpcm.callbacks.topk_checkpoint import TopKCheckpoint
 
         from ..loggers import RunCSVLogger, WandbLogger
+        from ..loggers.csv_logger import continue_log
 
         if not self.config.get("subcommand"):
             return
@@ -77,12 +78,10 @@ class HPCMCLI(ConfigOverCheckpointHyperparameters, LightningCLI):
             config.ckpt_path = _last_checkpoint(config.trainer.callbacks, root / TopKCheckpoint.FOLDER)
         if not config.get("ckpt_path") or config.ckpt_path in LIGHTNING_CKPT_KEYWORDS:
             return
-        log_state = _checked_checkpoint(config.ckpt_path).get("lit_hpcm", {}).get("log")
-        if self.config.subcommand == "fit" and log_state:
+        checkpoint = _checked_checkpoint(config.ckpt_path)
+        if self.config.subcommand == "fit":
             for entry in loggers:
-                args = entry.init_args
-                if args.version is None and str((Path(args.save_dir) / args.name).resolve()) == log_state["root_dir"]:
-                    args.version, args.resume_step = log_state["version"], log_state["next_step"]
+                continue_log(entry.init_args, checkpoint)
 
     def before_predict(self) -> None:
         """`predict` is for files: unless the config has a prediction writer, add a `CodecWriter` that

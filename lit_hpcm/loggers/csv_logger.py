@@ -3,9 +3,9 @@
 Lightning's CSVLogger gives a resumed fit a new ``version_N`` folder, or, pointed at the old one, deletes its
 ``metrics.csv`` on the first write. A resumed run should read like the run that was never interrupted: the
 same folder, the rows logged before the resumed step, then the resumed rows at their own steps. The
-checkpoint records the folder and the first step the resumed run logs (`checkpoint_state`); the CLI gives the
-resumed run's logger that version and step (``version``, ``resume_step``). Rows at later steps (steps the
-resumed run trains again) are dropped. Whether Lightning repeats the epoch-end work at the checkpoint's step
+checkpoint records the folder and the first step the resumed run logs (`record_log_state`, called by LitHPCM when
+it saves); the CLI gives the resumed run's logger that version and step (`continue_log`). Rows at later steps
+(steps the resumed run trains again) are dropped. Whether Lightning repeats the epoch-end work at the checkpoint's step
 depends on the hook that wrote it (a batch's end: no; the validation after it: the epoch-end hooks again), so
 a row the resumed run logs again at an earlier step, with the same columns, is written once.
 """
@@ -86,6 +86,24 @@ class RunCSVLogger(CSVLogger):
         that run logs. Flushes first, so every row logged up to the checkpoint is on disk."""
         self.save()
         return {"root_dir": str(Path(self.root_dir).resolve()), "version": self.version, "next_step": next_step}
+
+
+def record_log_state(checkpoint: dict, loggers, next_step: int) -> None:
+    """Put into ``checkpoint["lit_hpcm"]["log"]`` where the run's `RunCSVLogger` (the first, if several) logs and
+    the first step a run resumed from this checkpoint logs; nothing without one."""
+    run_logs = [logger for logger in loggers if isinstance(logger, RunCSVLogger)]
+    if run_logs:
+        checkpoint.setdefault("lit_hpcm", {})["log"] = run_logs[0].checkpoint_state(next_step)
+
+
+def continue_log(logger_args, checkpoint: dict) -> None:
+    """Make the config of a `RunCSVLogger` (its init args: ``save_dir``, ``name``, ``version``, ``resume_step``)
+    continue the log a checkpoint recorded (`record_log_state`), when it writes to the same folder and names no
+    version of its own."""
+    state = checkpoint.get("lit_hpcm", {}).get("log")
+    if state and logger_args.version is None and str((Path(logger_args.save_dir) / logger_args.name).resolve()) \
+            == state["root_dir"]:
+        logger_args.version, logger_args.resume_step = state["version"], state["next_step"]
 
 
 def _columns(row: dict) -> frozenset:

@@ -35,7 +35,7 @@ from ..errors import ConfigError, TrainingStopped
 from ..evaluation.keys import MEASURES
 from ..evaluation.measure import measure_images, summarize
 from ..evaluation.results import write_results
-from ..loggers import RunCSVLogger
+from ..loggers.csv_logger import record_log_state
 from ..models import HPCM, PRESETS, load_weights
 from ..models.weights import load_into
 from ..optim import CautiousAdam
@@ -561,9 +561,7 @@ class LitHPCM(L.LightningModule):
                                   "lr_multipliers": dict(self.lr_multipliers), "rng": rng,
                                   "logged_batches": self._logged_batches(),
                                   "epoch_means": self.epoch_means.state_dict()}
-        run_logs = [logger for logger in self.loggers if isinstance(logger, RunCSVLogger)]
-        if run_logs:  # where this run logs and how far, so a resumed fit continues that log
-            checkpoint["lit_hpcm"]["log"] = run_logs[0].checkpoint_state(self._logged_batches())
+        record_log_state(checkpoint, self.loggers, self._logged_batches())  # so a resumed fit continues the log
 
     def _logged_batches(self) -> Optional[int]:
         """Batches trained so far, as the loggers' step counts them (None outside fitting). Lightning's own
