@@ -1,9 +1,10 @@
 """AdaptiveGamma: schedules FAMO's γ (the L2 pull of the task logits toward equal weights) over a run.
 
-γ needs tuning per model (DESIGN.md: 0.001–0.003; γ = 0 does not converge). A schedule lets a run start with
-one balance and end with another instead of fixing one value. The callback only calls the module's
-balancer's ``set_gamma``, with values from :meth:`AdaptiveGamma.gamma_at`; :func:`gamma_schedule` and :func:`plot_gamma`
-tabulate and draw the same values, so the plotted schedule is the one a run gets.
+γ needs tuning per model (the Balanced R-D authors use 0.001–0.003, see docs/TRAINING.md; γ = 0 does not
+converge). A schedule lets a run start with one balance and end with another instead of fixing one value. The
+callback only calls the module's balancer's ``set_gamma``, with values from :meth:`AdaptiveGamma.gamma_at`;
+:func:`gamma_schedule` and :func:`plot_gamma` tabulate and draw the same values, so the plotted schedule is the
+one a run gets.
 """
 
 from __future__ import annotations

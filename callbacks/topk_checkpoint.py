@@ -7,7 +7,7 @@ files in ``checkpoints.json``.
 
 Crash safety: the manifest is replaced atomically and always rewritten *before* a file it listed is
 deleted, so at any moment (a kill included) every path it lists exists. Checkpoint files themselves are
-atomic when the trainer uses :class:`lit_hpcm.files.AtomicCheckpointIO` (the CLI default).
+atomic when the trainer uses :class:`lit_hpcm.training.checkpoint_io.AtomicCheckpointIO` (the CLI default).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ class TopKCheckpoint(ModelCheckpoint):
     more often; ModelCheckpoint's rule) the epoch's checkpoint is written once. A file is deleted only when it is
     in neither set. The saving is this class's own, through public calls only (``trainer.save_checkpoint``,
     ``strategy.remove_checkpoint``, ModelCheckpoint's ``format_checkpoint_name`` and ``check_monitor_top_k``);
-    ModelCheckpoint's two saving hooks are replaced, so no private member of it is relied on. ``last.ckpt`` is kept too (``save_last=True``) so ``--ckpt_path last``
-    resumes. After every save ``<dirpath>/checkpoints.json`` lists the kept epoch checkpoints, oldest first:
+    ModelCheckpoint's two saving hooks are replaced, so no private member of it is relied on. ``last.ckpt`` is
+    kept too (``save_last=True``) so ``--ckpt_path last`` resumes. After every save
+    ``<dirpath>/checkpoints.json`` lists the kept epoch checkpoints, oldest first:
     ``{"path", "epoch", "step", "metric", "kind": "best" | "last" | "both"}``, written atomically and
     before any deletion. In a run that validates, only a checkpoint validated at its own step has a metric (and
     can rank among the best): one written between validations (at max_steps, say) gets ``"metric": null``,

@@ -1,8 +1,8 @@
 """CompressAI's coding core alone, unless the rest of CompressAI is used: what `lit-hpcm` processes import.
 
 Importing anything from CompressAI runs its package `__init__`, which imports every subpackage: datasets, zoo,
-losses and registries that pull in torch_geometric, torchvision, pandas and sympy (about 2.4 s and 285 MiB on the
-project's CPU machine, docs/PERFORMANCE.md). lit-hpcm needs only `compressai.entropy_models`, `compressai.ops`,
+losses and registries that pull in torch_geometric, torchvision, pandas and sympy, a large share of a command's
+start-up time and memory (see docs/PERFORMANCE.md). lit-hpcm needs only `compressai.entropy_models`, `compressai.ops`,
 `compressai._CXX` and `compressai.ans`, none of which imports those.
 
 `load_coding_core()` registers the `compressai` package without running its `__init__`: its submodules import from

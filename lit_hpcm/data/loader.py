@@ -1,11 +1,11 @@
 """The training loader of lit-hpcm: each index carries its epoch, and the loader's position is checkpointed.
 
-Training crops are drawn from ``(seed, epoch, index)`` (:class:`lit_hpcm.data.TrainCrops`), so the epoch travels
-with the index: the sampler, :class:`EpochTaggedSampler`, yields ``(epoch, i)`` pairs, so worker processes (persistent or not)
-never hold a stale epoch. It subclasses ``DistributedSampler`` and shards by the trainer's rank: Lightning
-therefore keeps it under DDP (it only replaces samplers that are not ``DistributedSampler``) and calls its
-``set_epoch`` at every training epoch start, including the first epoch after a resume. The same
-(seed, epoch) gives the same crops and the same global order for any number of workers; the split
+Training crops are drawn from ``(seed, epoch, index)`` (:class:`lit_hpcm.data.datasets.TrainCrops`), so the
+epoch travels with the index: the sampler, :class:`EpochTaggedSampler`, yields ``(epoch, i)`` pairs, so worker
+processes (persistent or not) never hold a stale epoch. It subclasses ``DistributedSampler`` and shards by the
+trainer's rank: Lightning therefore keeps it under DDP (it only replaces samplers that are not
+``DistributedSampler``) and calls its ``set_epoch`` at every training epoch start, including the first epoch after
+a resume. The same (seed, epoch) gives the same crops and the same global order for any number of workers; the split
 of that order across ranks depends on the world size.
 
 Exact resume: the training loader, :class:`ResumableLoader`, counts the batches it has handed out in the
@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 class EpochTaggedSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled by seed + epoch, sharded by rank) that yields ``(epoch, index)``.
 
-    Tagging each index with the epoch lets :class:`lit_hpcm.data.TrainCrops` cut the crop of that epoch in any worker.
-    :attr:`start` makes the next pass begin part-way through this rank's share of the epoch (then it
+    Tagging each index with the epoch lets :class:`lit_hpcm.data.datasets.TrainCrops` cut the crop of that epoch in
+    any worker. :attr:`start` makes the next pass begin part-way through this rank's share of the epoch (then it
     returns to 0): how :class:`ResumableLoader` continues an interrupted epoch.
     """
 
@@ -53,10 +53,10 @@ class ResumableLoader(DataLoader):
     Iterating is lazy: nothing is drawn from the sampler before the first batch is asked for, which in
     Lightning is after ``set_epoch`` of that epoch.
 
-    ``epoch_fn`` (optional) names the epoch of each pass instead of the sampler's ``set_epoch`` value: Lightning
-    2.6 resuming from a checkpoint written at an epoch's end passes the next epoch's number one too high (its
-    ``epoch_progress.processed`` counts the finished epoch twice), so the resumed run would train another
-    epoch's crops in another order. The data module passes the trainer's ``current_epoch``, which both runs agree on.
+    ``epoch_fn`` (optional) names the epoch of each pass instead of the sampler's ``set_epoch`` value, which
+    Lightning 2.6 sets one too high when it resumes from a checkpoint written at an epoch's end (the resumed run
+    would train another epoch's crops). The data module passes the trainer's ``current_epoch``, which both runs
+    agree on.
     """
 
     def __init__(self, *args, epoch_fn: Optional[Callable[[], Optional[int]]] = None, **kwargs):

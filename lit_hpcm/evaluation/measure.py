@@ -24,8 +24,9 @@ from .keys import MEASURES
 # MS-SSIM's five scales with an 11-pixel window: torchmetrics needs side // 16 > 10, i.e. 176 pixels per side.
 MS_SSIM_MIN_SIDE = 176
 
-# The dtype MS-SSIM is computed in: float32 agrees with float64 to ~1e-6 on 8-bit photos (tests/test_evaluation.py)
-# and is ~30x faster on the CPU, where float64 convolutions have no optimised kernel (benchmarks/ms_ssim.py).
+# The dtype MS-SSIM is computed in: float32 agrees with float64 far within what a report shows on 8-bit photos
+# (tests/test_evaluation.py) and is much faster on the CPU, where float64 convolutions have no optimised kernel
+# (see docs/PERFORMANCE.md).
 MS_SSIM_DTYPE = torch.float32
 
 
@@ -38,8 +39,8 @@ def ms_ssim_8bit(original: torch.Tensor, recon: torch.Tensor, dtype: torch.dtype
     """MS-SSIM of two 8-bit images [3, H, W] (uint8 or integer-valued floats in [0, 255]), computed in `dtype`.
 
     Both sides need at least `MS_SSIM_MIN_SIDE` pixels; the default dtype is the one `test` and `eval` report.
-    Autocast is off: under a trainer's bf16 precision its convolutions would run in bf16 (0.0 instead of 0.73 for a
-    photo), so the reported quality would depend on a training setting.
+    Autocast is off: under a trainer's bf16 precision its convolutions would run in bf16 (a result far from the
+    float32 one), so the reported quality would depend on a training setting.
     """
     with torch.autocast(original.device.type, enabled=False):
         return float(ms_ssim(recon[None].to(dtype) / 255, original[None].to(dtype) / 255, data_range=1.0))

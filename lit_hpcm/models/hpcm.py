@@ -82,7 +82,7 @@ RELEASE_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # what `up
 
 LAYOUT_CACHE_SIZE = 4
 """Latent sizes whose `LatentLayout` stays cached: a training run uses one or two, a test set cycles through a few;
-each entry holds index maps of the latent's size on its device (~310 MB at 2048×1536 for Base)."""
+each entry holds index maps of the latent's size on its device, which for a large image take much memory."""
 
 # Coding arithmetic: torch's defaults, whatever a trainer or the fast path set (files record only the device kind).
 _CODING_FLAGS = ((torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", True),
@@ -186,11 +186,11 @@ class HPCM(nn.Module):
     def _transform(self, transform: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """g_a or g_s applied to x [B, C, H, W]; on the CPU outside training in NHWC (channels-last) layout.
 
-        There oneDNN runs these wide-image convolutions without converting layouts around each layer (g_a and g_s
-        13–22 % faster on an eval forward of 768×512, docs/PERFORMANCE.md); training steps measured no faster, and
-        on the GPU the LightningModule's `channels_last` setting decides. The values change only by float rounding,
-        and a decoder rebuilds the entropy parameters from the stream without either transform, so files written
-        before still decode to the same latent. The output comes back NCHW-contiguous when x was.
+        There oneDNN runs these wide-image convolutions without converting layouts around each layer, which makes
+        eval forwards faster (see docs/PERFORMANCE.md); training steps gain nothing from it, and on the GPU the
+        LightningModule's `channels_last` setting decides. The values change only by float rounding, and a decoder
+        rebuilds the entropy parameters from the stream without either transform, so a file decodes to the same
+        latent whichever layout its encoder used. The output comes back NCHW-contiguous when x was.
         """
         if x.device.type != "cpu" or self.training or not x.is_contiguous():
             return transform(x)
@@ -242,8 +242,8 @@ class HPCM(nn.Module):
 
         Format 3 files use `update()`'s tables (float64, built on the CPU). Formats 1 and 2 were coded with
         CompressAI's own float32 build on the buffers' device, whose quantized CDFs differ from the float64 ones in a
-        few entries: decoding such a file with the new tables would give other symbols. For them the tables are
-        rebuilt that way here (CPU coding, as `lit-hpcm compress` did) and the current ones restored afterwards.
+        few entries: decoding such a file with the float64 tables would give other symbols. For them the tables are
+        rebuilt that way here (on the CPU, where those files were coded) and the current ones restored afterwards.
         """
         if format_version >= 3:
             yield

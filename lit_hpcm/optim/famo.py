@@ -50,7 +50,7 @@ class FAMO(nn.Module):
     ``adam_exp_avg_sq`` [n] and the int64 step count ``adam_step``), so a checkpoint of the owning module
     resumes bit-identically, every ``state_dict()`` entry is a tensor (safetensors can store it, ``torch.equal``
     compares it), and the moments follow ``w`` on ``.to()``/``.cuda()``/``.double()``. Checkpoints that hold
-    it as torch.optim.Adam's state dict (``_extra_state``, before these buffers) load too.
+    it in the older layout, as torch.optim.Adam's state dict (``_extra_state``), load too.
 
     The ``prev_losses``/``has_prev`` buffers let a caller that pairs a step's losses with a later step's
     (e.g. "next batch" mode) keep them in the checkpoint: :meth:`remember` stores, :meth:`take_prev` retrieves
@@ -179,7 +179,7 @@ class FAMO(nn.Module):
 
     def _adam_step(self, grad: Tensor) -> None:
         """One Adam step on ``w`` with gradient ``grad`` [n], in torch.optim.Adam's single-tensor arithmetic (so
-        on the CPU exactly the numbers the torch.optim.Adam this replaced gave), on the state buffers."""
+        on the CPU exactly torch.optim.Adam's numbers), on the state buffers."""
         beta1, beta2 = ADAM_BETAS
         self._adam_step_host += 1
         self.adam_step.add_(1)
@@ -248,7 +248,7 @@ class FAMO(nn.Module):
 
 def adopt_adam_extra_state(state_dict: MutableMapping[str, Any], prefix: str = "") -> None:
     """Map, in place, a FAMO state dict that keeps the inner Adam as ``<prefix>_extra_state`` (torch.optim.Adam's
-    state dict: how FAMO saved it before its state became buffers) to the buffer entries ``<prefix>adam_*``.
+    state dict: the layout of older checkpoints) to the buffer entries ``<prefix>adam_*``.
 
     FAMO's own loading calls this; so does `lit_hpcm.training.checkpoint_io.adopt_older_keys`, before comparing a
     checkpoint's keys with the model's. Does nothing when there is no such entry.

@@ -3,7 +3,7 @@
 The paper (Zhang et al., CVPR 2025, arXiv 2502.20161) names it in its abstract: the reformulated R-D problem
 "as a quadratic programming problem with an equality constraint", solved analytically. Its method section could
 not be read for this implementation, so the program below is derived from that sentence and from the first
-strategy's log-losses, not transcribed (the README says so). With per-task gradients ``g_i = d log(L_i - m_i)/d
+strategy's log-losses, not transcribed (docs/TRAINING.md says so). With per-task gradients ``g_i = d log(L_i - m_i)/d
 theta`` (the offsets ``m`` of FAMO, -1 by default) and their Gram matrix ``G_ij = <g_i, g_j>``::
 
     minimise_w  || sum_i w_i g_i ||^2 = w^T G w     subject to  sum_i w_i = 1

@@ -2,10 +2,10 @@
 
 PyTorch's CPU allocator asks the C library for each tensor and frees it when the tensor dies. glibc serves large
 blocks (above 128 KiB, growing to at most 32 MiB) with a fresh `mmap` and unmaps them on `free`, so every step of
-HPCM — whose activations are tens to hundreds of MiB each — page-faults all of its memory in again: over a million
-minor faults per eval forward of a 768×512 image, each a trip into the kernel. With the mmap
-threshold raised to 1 GiB and trimming off, freed blocks stay in the heap and the next step reuses them already
-mapped (measured in docs/PERFORMANCE.md). The price: the process keeps the memory of its peak until it exits.
+HPCM — whose activations are tens to hundreds of MiB each — page-faults all of its memory in again, each fault a
+trip into the kernel. With the mmap threshold raised to 1 GiB and trimming off, freed blocks stay in the heap and
+the next step reuses them already mapped (see docs/PERFORMANCE.md). The price: the process keeps the memory of
+its peak until it exits.
 
 Applied where it pays: by `lit-hpcm`'s tool commands (compress, decompress, eval, ...) at start, and by
 `LitHPCM.setup` when the trainer runs on the CPU; not in GPU ranks, where each process would only keep its

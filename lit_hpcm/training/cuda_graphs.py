@@ -2,9 +2,9 @@
 
 On a GPU, HPCM's step is bound by kernel launches, not arithmetic: the progressive context runs
 11 coding steps of small convolutions at 1/16–1/64 of the image resolution, so the host spends more
-time issuing thousands of small kernels than the GPU spends running them (the official step time
-barely grows from batch 8 to 16). Recording the forward and its backward once as CUDA graphs and
-replaying them costs one launch each, and leaves the GPU's own time as the bound.
+time issuing thousands of small kernels than the GPU spends running them (see docs/PERFORMANCE.md). Recording
+the forward and its backward once as CUDA graphs and replaying them costs one launch each, and leaves the GPU's
+own time as the bound.
 
 - `GraphedTrainingForward`: the training forward + backward (`torch.cuda.make_graphed_callables`),
   for one input shape; any other shape (a last, smaller batch) runs eagerly.

@@ -6,8 +6,8 @@ states (gathered when it is written) and each rank restores its own::
 
     checkpoint["lit_hpcm"]["rng"] = {"ranks": [{"cpu": ByteTensor, "device": ByteTensor | None}, ...]}
 
-Checkpoints written before held rank 0's states only ({"cpu": ..., "cuda": [one per visible GPU]}); they still
-load, as they did: every rank takes rank 0's CPU state and its device's entry of that list.
+Checkpoints of the older layout hold rank 0's states only ({"cpu": ..., "cuda": [one per visible GPU]}); they
+load too: every rank takes rank 0's CPU state and its device's entry of that list.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class DeviceGenerator(NamedTuple):
 
     get: Callable[[], torch.Tensor]
     set: Callable[[torch.Tensor], None]
-    index: int  # the device's index, to read checkpoints of the earlier layout
+    index: int  # the device's index, to read checkpoints of the older layout
 
 
 def device_generator(device: torch.device) -> Optional[DeviceGenerator]:
@@ -44,7 +44,7 @@ def gather_states(own: dict, all_gather: Callable[[dict], list]) -> dict:
 
 
 def restore_states(saved: dict, rank: int, generator: Optional[DeviceGenerator]) -> None:
-    """Put back this rank's states from a checkpoint entry (`gather_states`, or the earlier rank-0-only layout).
+    """Put back this rank's states from a checkpoint entry (`gather_states`, or the older rank-0-only layout).
 
     A rank the checkpoint has no states for (a resume on more processes) keeps its seeded states."""
     if "ranks" in saved:
