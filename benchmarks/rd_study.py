@@ -111,8 +111,8 @@ class TrainingCurve(L.Callback):
                 row[key.removeprefix("train/").removesuffix("_step")] = float(metrics[key])
         if "mse" in row:
             row["psnr"] = -10 * math.log10(max(row["mse"], 1e-10))
-        if pl_module.famo is not None:
-            row["weights"] = dict(zip(pl_module.task_names, pl_module.famo.weights().tolist()))
+        if pl_module.balancer.famo is not None:
+            row["weights"] = dict(zip(pl_module.task_names, pl_module.balancer.famo.weights().tolist()))
         self.rows.append(row)
 
 

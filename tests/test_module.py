@@ -50,7 +50,7 @@ def test_a_few_steps_of_every_mode_move_the_weights(tmp_path, optimizer, balanci
     assert module.skipped_steps == 0
     if balancing == "famo":
         assert module.balancer.famo.weights().shape == (len(module.task_names),)
-        moved = not torch.equal(before["famo.w"], after["famo.w"])
+        moved = not torch.equal(before["balancer.famo.w"], after["balancer.famo.w"])
         # next_batch updates the logits from the 2nd step on; same_batch after every step
         assert moved
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+from .commands import LIGHTNING_COMMANDS
 
 
 def _tools_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError, TrainingStopped
 from ..files import read_checkpoint
 from ..training.checkpoint_io import with_atomic_checkpoints
 from ..training.lightning_private import ConfigOverCheckpointHyperparameters
-from . import LIGHTNING_COMMANDS
+from .commands import LIGHTNING_COMMANDS
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 

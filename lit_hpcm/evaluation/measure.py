@@ -30,6 +30,12 @@ MS_SSIM_MIN_SIDE = 176
 MS_SSIM_DTYPE = torch.float32
 
 
+def psnr_db(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """PSNR in dB of mean squared errors (any shape) of images whose values peak at `peak` (1 for [0, 1] tensors,
+    255 for 8-bit images); an MSE of 0 gives inf. The one PSNR formula of lit-hpcm: training logs and `test`."""
+    return 10 * torch.log10(peak**2 / mse)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -70,7 +76,7 @@ def measure_image(model: HPCM, x: torch.Tensor, name: str) -> dict[str, Any]:
         "bpp": 8.0 * codec.coded_bytes(data) / (height * width),
         # the whole file, header and CRC included
         "bpp-file": 8.0 * len(data) / (height * width),
-        "psnr-rgb": float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse),
+        "psnr-rgb": float(psnr_db(torch.tensor(mse, dtype=torch.float64), peak=255.0)),
         "ms-ssim-rgb": None,
         "ms-ssim-db-rgb": None,
         "encoding_time": encoded - start,

@@ -33,7 +33,7 @@ from .. import codec
 from ..data.images import save_image
 from ..errors import ConfigError, TrainingStopped
 from ..evaluation.keys import MEASURES
-from ..evaluation.measure import measure_images, summarize
+from ..evaluation.measure import measure_images, psnr_db, summarize
 from ..evaluation.results import write_results
 from ..loggers.csv_logger import record_log_state
 from ..models import HPCM, PRESETS, load_weights
@@ -83,7 +83,7 @@ def _mean_psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     logged, averaged over images as `test` and the literature report it (logged with the batch size as weight)."""
     with torch.no_grad():
         mse = (x_hat.detach().float().clamp(0, 1) - x.float()).pow(2).mean(dim=(1, 2, 3))
-        return (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        return psnr_db(mse.clamp_min(1e-10)).mean()  # floored: a logged inf would spoil every epoch mean
 
 
 class LitHPCM(L.LightningModule):
