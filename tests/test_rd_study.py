@@ -83,3 +83,14 @@ def test_quick_study_two_jobs_then_resume(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "seed=" not in again.stdout  # nothing trained twice
     assert len(json.loads(output.read_text())["runs"]) == 3
+
+
+def test_a_run_counts_as_collapsed_when_y_sheds_its_bits_or_the_codec_sinks_to_the_coder_floor(rd_study):
+    """Both modes the studies met: y under half of the test bits (z carries them), and 0.0007 bpp at 14 dB with y
+    still 94 % of those bits; a healthy run at Adam's lowest rate is neither."""
+    healthy, shed, floor = (_run("famo_rd", lmbda, 0, bpp, psnr) for lmbda, bpp, psnr in
+                            ((0.005, 0.045, 23.6), (0.013, 0.03, 20.0), (0.05, 0.0007, 14.4)))
+    healthy["test_y_share"], shed["test_y_share"], floor["test_y_share"] = 0.99, 0.2, 0.94
+    found = rd_study.collapses([healthy, shed, floor], "famo_rd")
+    assert found["collapsed"] == 2 and found["runs"] == 3
+    assert [w["lmbda"] for w in found["which"]] == [0.013, 0.05]
