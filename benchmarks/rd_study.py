@@ -303,21 +303,11 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
     return table
 
 
-def mean_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
-    """Per method, the seed-mean bpp and PSNR of each λ (for the plot)."""
-    curves = []
-    for method in methods:
-        by_lambda: dict[float, list[dict]] = {}
-        for r in runs:
-            if r["method"] == method:
-                by_lambda.setdefault(r["lmbda"], []).append(r["test"])
-        if not by_lambda:
-            continue
-        points = sorted((statistics.fmean(t["bpp"] for t in ts), statistics.fmean(t["psnr-rgb"] for t in ts))
-                        for ts in by_lambda.values())
-        curves.append(RDCurve(name=method, metric="psnr", bpp=tuple(p[0] for p in points),
-                              values=tuple(p[1] for p in points)))
-    return curves
+def seed_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
+    """Every method's curve of every seed (for the plot): a mean over seeds would put a collapsed run and a healthy
+    one of the same λ at a point neither reached."""
+    seeds = sorted({r["seed"] for r in runs})
+    return [curve for method in methods for seed in seeds if (curve := _curve(runs, method, seed)) is not None]
 
 
 def plot_training_curves(runs: list[dict], out_png: str, seed: int = 0) -> None:
@@ -350,7 +340,7 @@ def verdict_table(payload: dict) -> list[str]:
     """The headline table: per method, runs done, collapses, BD-rate and BD-PSNR against Adam (mean ± std over the
     seeds where both curves allow it, and each seed's value), at the study's steps."""
     settings, analysis = payload["settings"], payload.get("analysis", {})
-    lines = ["| method | runs | collapsed | BD-rate vs Adam, % (mean ± std) | per seed | BD-PSNR, dB | "
+    lines = ["| method | runs | collapsed (per seed) | BD-rate vs Adam, % (mean ± std) | per seed | BD-PSNR, dB | "
              "rate vs Adam at equal PSNR, % (mean ± std over seeds, runs) | "
              "PSNR vs Adam at equal rate, dB (mean ± std over seeds, runs) | steps | seeds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -365,7 +355,9 @@ def verdict_table(payload: dict) -> list[str]:
             psnr = _spread_text(row["bd_psnr_db"], 2)[0]
             saving = _gap_text(row.get("rate_at_equal_psnr_percent"), 1)
             gain = _gap_text(row.get("psnr_gain_at_equal_rate_db"), 2)
-        lines.append(f"| {method} | {len(runs)} | {gone['collapsed']} of {gone['runs']} | {rate} | {per_seed} | "
+        by_seed = ", ".join(f"{sum(w['seed'] == seed for w in gone['which'])}/{sum(r['seed'] == seed for r in runs)}"
+                            for seed in seeds)
+        lines.append(f"| {method} | {len(runs)} | {gone['collapsed']} of {gone['runs']} ({by_seed}) | {rate} | {per_seed} | "
                      f"{psnr} | {saving} | {gain} | {settings['steps']} | {', '.join(map(str, seeds)) or '—'} |")
     return lines
 
@@ -521,8 +513,8 @@ def main(argv=None) -> None:
     if args.plot:
         what = (f"fine-tuning {args.finetune_steps} steps from Adam ({args.steps})" if args.finetune
                 else f"{args.steps} steps from scratch")
-        rd_plot(mean_curves(runs, list(methods)), "psnr", args.plot,
-                title=f"R-D study: {args.preset}, {what}, mean over seeds {sorted({r['seed'] for r in runs})}")
+        rd_plot(seed_curves(runs, list(methods)), "psnr", args.plot,
+                title=f"R-D study: {args.preset}, {what}, seeds {sorted({r['seed'] for r in runs})}")
     if args.curves:
         plot_training_curves(runs, args.curves, seed=args.seeds[0])
     print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}

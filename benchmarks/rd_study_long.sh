@@ -21,7 +21,8 @@ cd "$WORKTREE"
 export PYTHONPATH="$WORKTREE"  # the worktree's lit_hpcm, not the installed checkout's
 study() { python benchmarks/rd_study.py --jobs 2 --seeds 0 1 2 "$@"; }
 MAIN=(-o $RESULTS/rd_study_2000.json --plot docs/rd_study_2000.png --curves docs/rd_study_2000_curves.png)
-study --methods adam famo_rd famo_anchored "${MAIN[@]}"
+# Order since seeds 0 and 1 of the main grid were in: the lr check, then the main grid's seed 2, then cautious.
 study --methods adam famo_rd famo_anchored --lr 5e-4 --lambdas_adam 0.0012 --lambdas_famo_rd 0.013 \
     --lambdas_famo_anchored 0.005 -o $RESULTS/rd_study_2000_lr5e-4.json
+study --methods adam famo_rd famo_anchored "${MAIN[@]}"
 study --methods adam famo_rd famo_anchored cautious "${MAIN[@]}"
