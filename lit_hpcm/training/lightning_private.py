@@ -8,6 +8,14 @@ from __future__ import annotations
 CHECKED_AGAINST = "2.6.6"
 
 
+def attached_trainer(module):
+    """The trainer `module` (a LightningModule) is attached to, or None: ``LightningModule._trainer``.
+
+    The public ``module.trainer`` raises when there is none, and LitHPCM runs outside a trainer too (built for a
+    test, loaded to compress). Tests: every test that builds a LitHPCM without a trainer (test_module)."""
+    return module._trainer
+
+
 def logged_batches(trainer) -> int:
     """The step the loggers count: ``fit_loop.epoch_loop._batches_that_stepped``.
 

@@ -192,11 +192,16 @@ class LitHPCM(L.LightningModule):
 
     # -- setup -----------------------------------------------------------------------------------
     @property
+    def _attached_trainer(self) -> Optional[L.Trainer]:
+        """The trainer this module is attached to, or None (built for a test, loaded to compress)."""
+        return lightning_private.attached_trainer(self)
+
+    @property
     def base_lr(self) -> float:
         """The learning rate every group's multiplier applies to: `lr`, times the number of processes with
         `lr_scale_with_world_size`."""
         hp = self.hparams
-        scale = self.trainer.world_size if hp.lr_scale_with_world_size and self._trainer is not None else 1
+        scale = self.trainer.world_size if hp.lr_scale_with_world_size and self._attached_trainer is not None else 1
         return hp.lr * scale
 
     def configure_optimizers(self):
@@ -229,7 +234,7 @@ class LitHPCM(L.LightningModule):
         layout and the compiled training forward. Test and predict code with fixed arithmetic
         (`lit_hpcm.models.hpcm.coding_arithmetic`), which no training setting reaches."""
         hp = self.hparams
-        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+        if self._attached_trainer is not None and self.trainer.strategy.root_device.type == "cpu":
             keep_freed_memory()  # not in GPU ranks: there it would only keep each process's host-memory peak
         if stage != "fit":
             return
@@ -239,12 +244,12 @@ class LitHPCM(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if self._compiled_forward is not None:
             return
-        if self._trainer is not None and getattr(self._trainer.precision_plugin, "scaler", None) is not None:
+        if self._attached_trainer is not None and getattr(self._attached_trainer.precision_plugin, "scaler", None) is not None:
             # A step with non-finite gradients is skipped before the loss scaler could lower its scale.
             raise ValueError("precision 16-mixed (fp16 loss scaling) is not supported; use bf16-mixed or 32-true")
         if hp.cuda_graphs and hp.compile_model:
             raise ValueError("choose one fast path: cuda_graphs or compile_model, not both")
-        if hp.cuda_graphs and self._trainer is not None and self._trainer.world_size > 1:
+        if hp.cuda_graphs and self._attached_trainer is not None and self._attached_trainer.world_size > 1:
             raise ValueError("cuda_graphs is for single-GPU runs (one process); turn it off for DDP")
         if hp.cuda_graphs:
             self._compiled_forward = GraphedTrainingForward(self.model)
@@ -293,7 +298,7 @@ class LitHPCM(L.LightningModule):
         Not `strategy.reduce`, which puts a barrier before every all-reduce; NCCL averages itself (op AVG),
         gloo (CPU) sums and divides."""
         result = tensor.clone()
-        if self._trainer is None or self.trainer.world_size == 1:
+        if self._attached_trainer is None or self.trainer.world_size == 1:
             return result
         dist = torch.distributed
         if dist.get_backend() == dist.Backend.NCCL:
@@ -341,7 +346,7 @@ class LitHPCM(L.LightningModule):
         computes the gradients of the parameters that required them at capture, forever: switching requires_grad
         would never train a group released later.)"""
         self.frozen_groups = set(groups)
-        if self.hparams.cuda_graphs or (self._trainer is not None and self.trainer.world_size > 1):
+        if self.hparams.cuda_graphs or (self._attached_trainer is not None and self.trainer.world_size > 1):
             return
         managed = set(managed)
         for group, members in self.model.parameter_groups().items():
@@ -491,7 +496,7 @@ class LitHPCM(L.LightningModule):
 
     @property
     def _tested_checkpoint(self) -> Optional[str]:
-        return getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        return getattr(self._attached_trainer, "ckpt_path", None) if self._attached_trainer is not None else None
 
     def on_test_start(self) -> None:
         self.model.update()
@@ -567,7 +572,7 @@ class LitHPCM(L.LightningModule):
         """Batches trained so far, as the loggers' step counts them (None outside fitting). Lightning's own
         counter lags by one while a batch's end hooks run: inside on_train_batch_end (the batch is processed,
         not completed) and inside the validation that follows a batch (counted after it)."""
-        if self._trainer is None:
+        if self._attached_trainer is None:
             return None
         loop = self.trainer.fit_loop.epoch_loop
         progress = loop.batch_progress.total
@@ -589,7 +594,7 @@ class LitHPCM(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint that does not fit (clear `CheckpointError`), then restore our extra state."""
-        source = getattr(self._trainer, "ckpt_path", None) or "checkpoint"
+        source = getattr(self._attached_trainer, "ckpt_path", None) or "checkpoint"
         check_lightning_checkpoint(checkpoint, self.state_dict(), self.hparams.preset, source)
         self._loaded_step = checkpoint.get("global_step")
         state = checkpoint.get("lit_hpcm", {})
@@ -600,17 +605,17 @@ class LitHPCM(L.LightningModule):
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
         self.frozen_groups = set(state.get("frozen_groups", ()))
         self.lr_multipliers = dict(state.get("lr_multipliers", self.lr_multipliers))
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank = self.trainer.global_rank if self._attached_trainer is not None else 0
         rng_states.restore_states(state.get("rng", {}), rank, self._device_generator())
 
     def _device_generator(self) -> Optional[rng_states.DeviceGenerator]:
         """This rank's accelerator generator (the trainer's root device: known before the model is moved there)."""
-        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        device = self.trainer.strategy.root_device if self._attached_trainer is not None else self.device
         return rng_states.device_generator(device)
 
     def _all_gather(self, obj) -> list:
         """[obj of rank 0, obj of rank 1, ...]: a picklable object from every DDP rank ([obj] in one process)."""
-        if self._trainer is None or self.trainer.world_size == 1:
+        if self._attached_trainer is None or self.trainer.world_size == 1:
             return [obj]
         gathered = [None] * self.trainer.world_size
         torch.distributed.all_gather_object(gathered, obj)
