@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -12,6 +13,7 @@ from scipy.optimize import minimize
 from torch.utils.data import DataLoader
 
 from lit_hpcm.optim.qp import qp_weights
+from lit_hpcm.training.freezing import trained_parameters
 from lit_hpcm.training.module import LitHPCM
 
 
@@ -82,11 +84,12 @@ def test_qp_gradient_is_the_weighted_sum_of_the_task_gradients(tmp_path):
     x = _batches(1)[0]
     torch.manual_seed(3)
     losses, _ = module._losses(x)
-    module.balancer.backward(losses, losses.detach(), None, module._trained_parameters, lambda t: t)
-    got = torch.cat([p.grad.reshape(-1) for p in module._trained_parameters()])
+    trained = partial(trained_parameters, module.model, module.frozen_groups)
+    module.balancer.backward(losses, losses.detach(), None, trained, lambda t: t)
+    got = torch.cat([p.grad.reshape(-1) for p in trained()])
     torch.manual_seed(3)
     losses, _ = module._losses(x)
-    params = module._trained_parameters()
+    params = trained()
     per_task = []
     for i in range(2):
         grads = torch.autograd.grad((losses[i] + 1).log(), params, retain_graph=True, allow_unused=True)

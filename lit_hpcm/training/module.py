@@ -40,7 +40,7 @@ from ..models import HPCM, PRESETS, load_weights
 from ..models.weights import load_into
 from ..optim import CautiousAdam
 from ..optim.schedules import milestone_scheduler
-from . import lightning_private, rng_states
+from . import freezing, lightning_private, rng_states
 from .balancer import build_balancer
 from .checkpoint_io import check_lightning_checkpoint
 from .cpu_allocator import keep_freed_memory
@@ -314,9 +314,10 @@ class LitHPCM(L.LightningModule):
         synced = self._synced(losses)
         snapshot = self.balancer.begin(synced)
         optimizer.zero_grad(set_to_none=True)
-        objective = self.balancer.backward(losses, synced, self.manual_backward, self._trained_parameters,
+        objective = self.balancer.backward(losses, synced, self.manual_backward,
+                                           lambda: freezing.trained_parameters(self.model, self.frozen_groups),
                                            self._rank_mean)
-        self._drop_frozen_grads()
+        freezing.drop_frozen_grads(self.model, self.frozen_groups)
         stepped = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in stepped]) if stepped else losses.new_zeros(())
         problem = self._non_finite(losses, grad_norm)
@@ -340,38 +341,18 @@ class LitHPCM(L.LightningModule):
 
     # -- freezing and per-group learning rates (set by callbacks through these two methods only) ----------
     def set_frozen(self, groups: Iterable[str], managed: Iterable[str]) -> None:
-        """Freeze exactly `groups` (parameter group names). Their gradients are dropped inside the training step,
-        which is safe under DDP and with `cuda_graphs`; otherwise (one process, eager or compiled) the `managed`
-        groups' parameters also get requires_grad switched (frozen: off), which only saves compute. (A CUDA graph
-        computes the gradients of the parameters that required them at capture, forever: switching requires_grad
-        would never train a group released later.)"""
+        """Freeze exactly `groups` (parameter group names; `lit_hpcm.training.freezing`). Their gradients are dropped
+        inside the training step; with one process and no `cuda_graphs`, the `managed` groups' requires_grad is
+        switched too. (A CUDA graph computes the gradients of the parameters that required them at capture,
+        forever: switching requires_grad would never train a group released later.)"""
         self.frozen_groups = set(groups)
-        if self.hparams.cuda_graphs or (self._attached_trainer is not None and self.trainer.world_size > 1):
-            return
-        managed = set(managed)
-        for group, members in self.model.parameter_groups().items():
-            if group in managed:
-                for _, param in members:
-                    param.requires_grad_(group not in self.frozen_groups)
+        if not (self.hparams.cuda_graphs or (self._attached_trainer is not None and self.trainer.world_size > 1)):
+            freezing.switch_requires_grad(self.model, self.frozen_groups, managed)
 
     def set_lr_multipliers(self, multipliers: dict[str, float]) -> None:
         """Factors on the base lr per parameter group, merged over the configured ones; read when the optimizer
         is built (`configure_optimizers`), so set them before fitting starts."""
         self.lr_multipliers = {**self.lr_multipliers, **multipliers}
-
-    def _trained_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters that get gradients this step: requires_grad and not in a frozen group."""
-        groups = self.model.parameter_groups()
-        return [p for name, members in groups.items() if name not in self.frozen_groups
-                for _, p in members if p.requires_grad]
-
-    def _drop_frozen_grads(self) -> None:
-        if not self.frozen_groups:
-            return
-        groups = self.model.parameter_groups()
-        for group in self.frozen_groups:
-            for _, param in groups[group]:
-                param.grad = None
 
     def _non_finite(self, losses: torch.Tensor, grad_norm: torch.Tensor) -> Optional[str]:
         """"loss" or "gradient" if the task losses [n_tasks] or the total gradient norm (0-d) are not finite
