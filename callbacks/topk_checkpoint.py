@@ -96,8 +96,8 @@ class TopKCheckpoint(ModelCheckpoint):
             super().setup(trainer, pl_module, stage)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """A fresh fit into a folder that holds files warns (they may be replaced); a resumed fit does not (the
-        checkpoint it loaded is known here, after the restore)."""
+        """A fresh fit into a folder that holds files warns (its own are written beside them, `-vN`); a resumed fit
+        does not (the checkpoint it loaded is known here, after the restore)."""
         folder = Path(self.dirpath)
         if not trainer.ckpt_path and self.save_top_k != 0 and folder.is_dir() and any(folder.iterdir()):
             rank_zero_warn(f"Checkpoint directory {folder} exists and is not empty.")
@@ -127,7 +127,7 @@ class TopKCheckpoint(ModelCheckpoint):
             return
         metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
                    "step": torch.tensor(trainer.global_step)}
-        path = self.format_checkpoint_name(metrics)
+        path = self._unused_name(trainer, metrics)
         score = self._score(trainer)
         metric = float(score) if score is not None and math.isfinite(float(score)) else None
         self.entries[path] = {"epoch": trainer.current_epoch, "step": trainer.global_step, "metric": metric}
@@ -149,6 +149,15 @@ class TopKCheckpoint(ModelCheckpoint):
             write_atomically(Path(self.dirpath) / self.MANIFEST, lambda handle: handle.write(text.encode()))
         for path in dropped:  # only now that the manifest no longer lists them
             trainer.strategy.remove_checkpoint(path)
+
+    def _unused_name(self, trainer: pl.Trainer, metrics: dict[str, Any]) -> str:
+        """This epoch's file name, with ModelCheckpoint's `-vN` suffix while a kept checkpoint or a file has it (a
+        `filename` without {epoch}/{step}, another run's files in the folder): a new epoch must not overwrite the
+        best so far, nor anything it did not write. `file_exists` is ModelCheckpoint's (rank 0 answers for all)."""
+        path, version = self.format_checkpoint_name(metrics), 1
+        while path in self.entries or self.file_exists(path, trainer):
+            path, version = self.format_checkpoint_name(metrics, ver=version), version + 1
+        return path
 
     def _score(self, trainer: pl.Trainer) -> Optional[torch.Tensor]:
         """The monitored value of a checkpoint written now, None when it has none: in a run that validates, a

@@ -86,3 +86,28 @@ def test_a_checkpoint_written_between_validations_has_no_metric(tmp_path):
     manifest = json.loads((tmp_path / "checkpoints.json").read_text())
     assert [(m["step"], m["metric"], m["kind"]) for m in manifest] == [(2, SCRIPT[0], "both"), (3, None, "last")]
     assert list(callback.best_k_models) == [str(tmp_path / "epoch=0-step=2.ckpt")]
+
+
+def test_a_filename_without_epoch_does_not_overwrite_kept_checkpoints(tmp_path):
+    """With `filename: model` every epoch formats to the same name: each new one gets a `-vN` suffix, as with
+    ModelCheckpoint, instead of overwriting the best so far; the kept sets list each file once."""
+    callback = TopKCheckpoint(tmp_path, filename="model", save_top_k=2, save_last_n=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=6, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback],
+                        default_root_dir=tmp_path)
+    trainer.fit(Scripted())
+    assert len(callback.recent) == len(set(callback.recent)) == 2
+    manifest = json.loads((tmp_path / "checkpoints.json").read_text())
+    assert [(m["epoch"], m["kind"]) for m in manifest] == list(EXPECTED.items())
+    for entry in manifest:  # each kept file holds the epoch the manifest says
+        assert torch.load(entry["path"], weights_only=False)["epoch"] == entry["epoch"]
+    assert sorted(str(p) for p in tmp_path.glob("model*")) == sorted(m["path"] for m in manifest)  # 3 distinct files
+
+
+def test_a_fresh_fit_keeps_another_runs_files(tmp_path):
+    """A fresh fit into a folder that holds another run's checkpoints warns and writes beside them (`-v1`)."""
+    fit(tmp_path, 1)
+    before = (tmp_path / "epoch=0-step=2.ckpt").read_bytes()
+    fit(tmp_path, 1)
+    assert (tmp_path / "epoch=0-step=2.ckpt").read_bytes() == before
+    assert (tmp_path / "epoch=0-step=2-v1.ckpt").is_file()
