@@ -40,6 +40,7 @@ weights are saved under ``--weights_dir`` (default: next to the JSON), to re-tes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -56,7 +57,7 @@ from scipy.interpolate import PchipInterpolator
 
 from _common import provenance, write_json
 from lit_hpcm.data import ImageDataModule
-from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap, rd_plot
+from lit_hpcm.evaluation import RDCurve, bd_psnr, bd_rate, overlap
 from lit_hpcm.evaluation.measure import measure_image, summarize
 from lit_hpcm.models.weights import save_weights
 from lit_hpcm.training.module import LitHPCM
@@ -184,8 +185,14 @@ def collapses(runs: list[dict], method: str) -> dict:
     COLLAPSE_BPP): count, out of, and which."""
     mine = [r for r in runs if r["method"] == method and r.get("test_y_share") is not None]
     which = [{"lmbda": r["lmbda"], "seed": r["seed"], "test_y_share": r["test_y_share"], "bpp": r["test"]["bpp"]}
-             for r in mine if not (r["test_y_share"] >= COLLAPSE_SHARE and r["test"]["bpp"] >= COLLAPSE_BPP)]
+             for r in mine if collapsed(r)]
     return {"collapsed": len(which), "runs": len(mine), "which": which}
+
+
+def collapsed(run: dict) -> bool:
+    """Whether a run collapsed (see `collapses`); a run without test bit shares is judged by its rate alone."""
+    share = run.get("test_y_share")
+    return run["test"]["bpp"] < COLLAPSE_BPP or (share is not None and share < COLLAPSE_SHARE)
 
 
 def _y_share(row: dict) -> float | None:
@@ -303,11 +310,38 @@ def analyse(runs: list[dict], methods: list[str], seeds: list[int]) -> dict:
     return table
 
 
-def seed_curves(runs: list[dict], methods: list[str]) -> list[RDCurve]:
-    """Every method's curve of every seed (for the plot): a mean over seeds would put a collapsed run and a healthy
-    one of the same λ at a point neither reached."""
+def plot_seed_curves(runs: list[dict], methods: list[str], out_png: str, title: str):
+    """Every method's test curve of every seed, a colour per method and a marker per seed (a mean over seeds would
+    put a collapsed run and a healthy one of the same λ at a point neither reached): all points on the left, the
+    runs that trained on the right, where the methods' differences are visible. Returns the matplotlib Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     seeds = sorted({r["seed"] for r in runs})
-    return [curve for method in methods for seed in seeds if (curve := _curve(runs, method, seed)) is not None]
+    trained = [r for r in runs if r["method"] in methods and not collapsed(r)]
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for colour, method in enumerate(methods):
+        for marker, seed in zip(itertools.cycle("osD^v<>P*X"), seeds):
+            curve = _curve(runs, method, seed)
+            if curve is None:
+                continue
+            for ax in axes:
+                ax.plot(curve.bpp, curve.values, marker=marker, color=f"C{colour}", alpha=0.8,
+                        label=f"{method} seed {seed}")
+    if trained:
+        rates, psnrs = [r["test"]["bpp"] for r in trained], [r["test"]["psnr-rgb"] for r in trained]
+        axes[1].set_xlim(0.95 * min(rates), 1.05 * max(rates))
+        axes[1].set_ylim(min(psnrs) - 0.2, max(psnrs) + 0.2)
+    for ax, what in zip(axes, ("every run", "the runs that did not collapse")):
+        ax.set_title(f"{title}: {what}", fontsize=9)
+        ax.set_xlabel("bpp (test images, real bitstreams)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    FigureCanvasAgg(fig)
+    fig.savefig(out_png, dpi=120)
+    return fig
 
 
 def plot_training_curves(runs: list[dict], out_png: str, seed: int = 0) -> None:
@@ -513,8 +547,7 @@ def main(argv=None) -> None:
     if args.plot:
         what = (f"fine-tuning {args.finetune_steps} steps from Adam ({args.steps})" if args.finetune
                 else f"{args.steps} steps from scratch")
-        rd_plot(seed_curves(runs, list(methods)), "psnr", args.plot,
-                title=f"R-D study: {args.preset}, {what}, seeds {sorted({r['seed'] for r in runs})}")
+        plot_seed_curves(runs, list(methods), args.plot, title=f"{args.preset}, {what}")
     if args.curves:
         plot_training_curves(runs, args.curves, seed=args.seeds[0])
     print(json.dumps({m: {k: v["mean"] for k, v in row.items() if isinstance(v, dict) and "mean" in v}

@@ -94,3 +94,16 @@ def test_a_run_counts_as_collapsed_when_y_sheds_its_bits_or_the_codec_sinks_to_t
     found = rd_study.collapses([healthy, shed, floor], "famo_rd")
     assert found["collapsed"] == 2 and found["runs"] == 3
     assert [w["lmbda"] for w in found["which"]] == [0.013, 0.05]
+
+
+def test_the_plot_shows_every_seed_and_zooms_on_the_runs_that_trained(rd_study, tmp_path):
+    """One line per method and seed, a colour per method; the right panel leaves the collapsed run out of its axes."""
+    runs = [_run("adam", lmbda, seed, 0.05 * 2**i, 20.0 + 2 * i + seed)
+            for seed in (0, 1) for i, lmbda in enumerate((1e-3, 2e-3, 4e-3))]
+    runs += [_run("famo_rd", 0.01, 0, 0.08, 23.0), _run("famo_rd", 0.01, 1, 0.0007, 14.4)]
+    fig = rd_study.plot_seed_curves(runs, ["adam", "famo_rd"], str(tmp_path / "rd.png"), "test")
+    assert (tmp_path / "rd.png").stat().st_size > 0
+    every, trained = fig.axes
+    assert [line.get_label() for line in every.lines] == ["adam seed 0", "adam seed 1", "famo_rd seed 0", "famo_rd seed 1"]
+    assert every.lines[0].get_color() == every.lines[1].get_color() != every.lines[2].get_color()
+    assert trained.get_xlim()[0] > 0.04 and trained.get_ylim()[0] > 19.0  # 0.0007 bpp / 14.4 dB is off these axes
