@@ -469,7 +469,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report_only", action="store_true",
                         help="recompute the analysis, Markdown and plots of an existing --output; train nothing")
     parser.add_argument("-o", "--output", default="rd_study.json")
-    parser.add_argument("--plot", default=None, help="RD plot PNG of the seed-mean curves")
+    parser.add_argument("--plot", default=None, help="R-D plot PNG: every seed's curve, all runs and those that trained")
     parser.add_argument("--curves", default=None, help="training-curve PNG (first seed)")
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run device banners

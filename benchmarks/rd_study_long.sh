@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long R-D study of docs/RD_STUDY.md (2000 steps, 3 seeds, 4 λ per method, plus the lr 5e-4 check), run from a
+# The long R-D study of docs/RD_STUDY.md (2000 steps, 3-4 seeds, 4 λ per method, plus the lr 5e-4 check), run from a
 # git worktree at the commit the study started from, so that later work cannot change the code under it.
 # Resumable: it copies this checkout's partial results into the worktree and the study skips the runs they hold.
 #
@@ -26,3 +26,5 @@ study --methods adam famo_rd famo_anchored --lr 5e-4 --lambdas_adam 0.0012 --lam
     --lambdas_famo_anchored 0.005 -o $RESULTS/rd_study_2000_lr5e-4.json
 study --methods adam famo_rd famo_anchored "${MAIN[@]}"
 study --methods adam famo_rd famo_anchored cautious "${MAIN[@]}"
+# then a fourth seed of the three main methods, for the collapse rate (cautious keeps 3)
+study --seeds 0 1 2 3 --methods adam famo_rd famo_anchored "${MAIN[@]}"
