@@ -503,6 +503,7 @@ def main(argv=None) -> None:
     if args.report_only:
         if not runs:
             raise SystemExit(f"{output}: no runs to report")
+        args.seeds = sorted({r["seed"] for r in runs})  # every seed the JSON holds, whatever --seeds says
         done = {(m, lmbda, seed) for m in methods for lmbda in lambdas[m] for seed in args.seeds}
     payload = {"benchmark": "rd_finetune" if args.finetune else "rd_study", "provenance": provenance(),
                "settings": settings, "lambdas": lambdas, "methods": methods, "runs": runs}
